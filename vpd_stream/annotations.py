@@ -1,0 +1,63 @@
+"""The annotation types stages exchange, keyed in ``Frame.annotations``.
+
+Keys and their values (per-track values are dicts keyed by integer track id):
+
+=============  ==================================================  ===============
+key            value                                               provided by
+=============  ==================================================  ===============
+``tracks``     ``dict[int, Track]``                                tracker
+``pose``       ``dict[int, Pose]``                                 pose
+``crop``       ``dict[int, Crop]``                                 crop
+``flow``       ``dict[int, np.ndarray]`` 2×128×128 uint8            flow
+``embedding``  ``dict[int, Embedding]``                            student
+``activation`` ``dict[int, float]`` latest per-frame activation     detector
+=============  ==================================================  ===============
+
+Events (detections) travel in ``Frame.events`` / ``EndOfStream.events``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Track:
+    track_id: int
+    box: np.ndarray  # (4,) float32 x1, y1, x2, y2 in image pixels
+    score: float  # detection confidence of the latest matched detection
+    is_athlete: bool = False
+    age: int = 0  # frames since the track was created
+
+
+@dataclass
+class Pose:
+    keypoints: np.ndarray  # (13, 3) float32: x, y in image pixels, score in [0, 1]; COCO-13 order
+    features: np.ndarray  # (26,) float32 VPD-normalized joints (see vpd_stream.skeleton)
+    mean_score: float
+
+
+@dataclass
+class Crop:
+    rgb: np.ndarray  # (128, 128, 3) uint8 crop of the current frame
+    prev_rgb: np.ndarray  # (128, 128, 3) uint8 crop of the previous frame at the same square
+    box: np.ndarray  # (4,) float32 square x1, y1, x2, y2 in image pixels (may exceed the image)
+
+
+@dataclass
+class Embedding:
+    vector: np.ndarray  # (d,) float32
+    flipped: np.ndarray  # (d,) float32 embedding of the horizontally flipped input
+
+
+def feature_vector(frame_annotations: dict, key: str, track_id: int) -> np.ndarray | None:
+    """The per-frame feature a head consumes: normalized pose joints or a VPD embedding."""
+    value = frame_annotations.get(key, {}).get(track_id)
+    if value is None:
+        return None
+    if isinstance(value, Pose):
+        return value.features
+    if isinstance(value, Embedding):
+        return value.vector
+    return np.asarray(value, dtype=np.float32)

@@ -1,0 +1,1 @@
+"""vpd_stream/models."""
