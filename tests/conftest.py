@@ -1,0 +1,36 @@
+"""Shared fixtures: where the real data lives, and generated clips."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def find_data_dir() -> Path | None:
+    """../shared/data next to the repository, or $VPD_DATA_DIR."""
+    env = os.environ.get("VPD_DATA_DIR")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "data")
+    for path in candidates:
+        if path.is_dir():
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = find_data_dir()
+    if path is None:
+        pytest.skip("real data not found: set VPD_DATA_DIR or place it at ../shared/data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def videos_dir(data_dir: Path) -> Path:
+    path = data_dir / "videos"
+    if not path.is_dir():
+        pytest.skip(f"real videos not found under {path}")
+    return path
