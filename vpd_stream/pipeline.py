@@ -1,0 +1,272 @@
+"""The pipeline runner: sources → stages (threads, bounded queues, batches) → sinks.
+
+Every source has a decoder thread feeding its own lane of the ingest queue (files block
+when it is full; live feeds drop their oldest frame). Each plugin runs in one thread that
+takes batches of up to ``plugin.batch_size`` frames from its input queue (across streams)
+and passes them on in order. The last thread writes to the sinks. Streams end with an
+EndOfStream marker that flows through every stage, so plugins flush per stream.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import VpdError
+from .frame import EndOfStream, Frame
+from .metrics import Metrics
+from .plugin import Plugin, PluginContext, validate_chain
+from .queues import FrameQueue
+from .sources import VideoSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamSummary:
+    stream_id: str
+    spec: str
+    kind: str
+    decoded: int = 0
+    processed: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    stalls: int = 0
+    events: int = 0
+    error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+
+@dataclass
+class RunSummary:
+    streams: list[StreamSummary]
+    seconds: float
+    interrupted: bool = False
+    error: str | None = None  # a pipeline-wide failure (a plugin raised)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(s.error is None for s in self.streams)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        sources: list[VideoSource],
+        plugins: list[Plugin],
+        sinks: list[Any],
+        metrics: Metrics | None = None,
+        context: PluginContext | None = None,
+        queue_size: int = 32,
+        stall_timeout: float = 5.0,
+    ) -> None:
+        validate_chain(plugins)
+        self.sources = sources
+        self.plugins = plugins
+        self.sinks = sinks
+        self.metrics = metrics or Metrics()
+        self.context = context or PluginContext(metrics=self.metrics)
+        if self.context.metrics is None:
+            self.context.metrics = self.metrics
+        self.queue_size = queue_size
+        self.stall_timeout = stall_timeout
+        self.stop_event = threading.Event()  # sources stop reading; the stages drain
+        self._abort = threading.Event()  # something failed: stop everything now
+        self.summaries = {s.stream_id: StreamSummary(s.stream_id, s.spec, s.kind) for s in sources}
+        self._error: str | None = None
+        self._queues: list[FrameQueue] = []
+        self._open_streams = len(sources)
+        self._lock = threading.Lock()
+
+    # -- public -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop reading sources; frames already decoded still flow through and are written."""
+        self.stop_event.set()
+
+    def run(self) -> RunSummary:
+        started = time.monotonic()
+        for plugin in self.plugins:
+            plugin.setup(self.context)  # models load here, before the first frame is decoded
+        m = self.metrics
+        self._queues = [FrameQueue(self.queue_size, self._depth_setter("ingest"))]
+        for plugin in self.plugins:
+            self._queues.append(FrameQueue(self.queue_size, self._depth_setter(plugin.name)))
+        threads = [threading.Thread(target=self._source_loop, args=(s,), name=f"source:{s.stream_id}", daemon=True)
+                   for s in self.sources]
+        for i, plugin in enumerate(self.plugins):
+            threads.append(threading.Thread(target=self._stage_loop, args=(i, plugin), name=f"stage:{plugin.name}", daemon=True))
+        sink_thread = threading.Thread(target=self._sink_loop, name="sinks", daemon=True)
+        watchdog = threading.Thread(target=self._watchdog, name="watchdog", daemon=True)
+        m.streams_active.set(len(self.sources))
+        for t in threads:
+            t.start()
+        sink_thread.start()
+        watchdog.start()
+        try:
+            while sink_thread.is_alive():
+                sink_thread.join(0.2)
+        finally:
+            self._abort.set()
+            self.stop_event.set()
+            for t in threads:
+                t.join(timeout=5.0)
+            for plugin in self.plugins:
+                try:
+                    plugin.close()
+                except Exception as exc:  # closing must not hide the run's result
+                    log.warning("plugin %s failed to close: %s", plugin.name, exc)
+            for sink in self.sinks:
+                sink.close()
+            m.streams_active.set(0)
+        return RunSummary(list(self.summaries.values()), time.monotonic() - started,
+                          interrupted=False, error=self._error)
+
+    # -- threads ------------------------------------------------------------------------
+
+    def _source_loop(self, source: VideoSource) -> None:
+        m, sid = self.metrics, source.stream_id
+        summary = self.summaries[sid]
+        ingest = self._queues[0]
+        decoded = m.label(m.frames_decoded, stream=sid)
+        dropped = m.label(m.frames_dropped, stream=sid, reason="backpressure")
+        blocked = m.label(m.blocked, stream=sid)
+        eos = EndOfStream(sid)
+        try:
+            for frame in source.frames(self.stop_event):
+                if self._abort.is_set():
+                    break
+                decoded.inc()
+                summary.decoded += 1
+                old = ingest.put(frame, lane=sid, drop_oldest=source.is_live, stop=self._abort,
+                                 on_block=lambda b: blocked.set(1 if b else 0))
+                if old is not None:
+                    dropped.inc()
+                    summary.dropped += 1
+        except VpdError as exc:
+            eos.error = summary.error = str(exc)
+        except Exception as exc:  # a decoder bug must end this stream, not the process
+            log.debug("source %s crashed", sid, exc_info=True)
+            eos.error = summary.error = f"{source.spec}: decoding failed unexpectedly ({type(exc).__name__}: {exc})"
+        finally:
+            summary.reconnects = source.status.reconnects
+            eos.frames = summary.decoded
+            ingest.put(eos, lane=sid)
+
+    def _stage_loop(self, index: int, plugin: Plugin) -> None:
+        inbox, outbox = self._queues[index], self._queues[index + 1]
+        m = self.metrics
+        duration = m.stage_duration.labels(stage=plugin.name)
+        batch_size = m.stage_batch.labels(stage=plugin.name)
+        open_streams = len(self.sources)
+        while open_streams and not self._abort.is_set():
+            items = inbox.get_batch(max(1, int(plugin.batch_size)), plugin.batch_timeout)
+            if not items:
+                continue
+            frames = [it for it in items if isinstance(it, Frame)]
+            try:
+                if frames:
+                    t0 = time.perf_counter()
+                    plugin.process(frames)
+                    duration.observe(time.perf_counter() - t0)
+                    batch_size.observe(len(frames))
+                for it in items:
+                    if isinstance(it, EndOfStream):
+                        plugin.end_stream(it)
+            except VpdError as exc:
+                self._fail(f"{plugin.name}: {exc}")
+                return
+            except Exception as exc:
+                log.debug("plugin %s crashed", plugin.name, exc_info=True)
+                self._fail(f"plugin '{plugin.name}' failed: {type(exc).__name__}: {exc}")
+                return
+            for it in items:
+                outbox.put(it, stop=self._abort)
+                if isinstance(it, EndOfStream):
+                    open_streams -= 1
+
+    def _sink_loop(self) -> None:
+        inbox = self._queues[-1]
+        m = self.metrics
+        open_streams = len(self.sources)
+        while open_streams and not self._abort.is_set():
+            for item in inbox.get_batch(64, 0.0):
+                try:
+                    if isinstance(item, EndOfStream):
+                        open_streams -= 1
+                        self._finish_stream(item)
+                        continue
+                    self._write(item)
+                except VpdError as exc:
+                    self._fail(str(exc))
+                    return
+                except OSError as exc:
+                    self._fail(f"cannot write output: {exc}")
+                    return
+
+    def _write(self, frame: Frame) -> None:
+        m, sid = self.metrics, frame.stream_id
+        summary = self.summaries[sid]
+        for sink in self.sinks:
+            sink.write_frame(frame, self.plugins)
+        for event in frame.events:
+            self._emit(event)
+        summary.processed += 1
+        m.label(m.frames_processed, stream=sid).inc()
+        m.label(m.end_to_end, stream=sid).observe(time.monotonic() - frame.decoded_at)
+
+    def _emit(self, event) -> None:
+        m = self.metrics
+        self.summaries[event.stream_id].events += 1
+        m.label(m.detections, stream=event.stream_id, label=event.label).inc()
+        for sink in self.sinks:
+            sink.write_event(event)
+
+    def _finish_stream(self, eos: EndOfStream) -> None:
+        for event in eos.events:
+            self._emit(event)
+        for sink in self.sinks:
+            sink.end_stream(eos)
+        summary = self.summaries[eos.stream_id]
+        summary.finished = time.monotonic()
+        source = next(s for s in self.sources if s.stream_id == eos.stream_id)
+        summary.stalls = source.status.stalls
+        summary.reconnects = source.status.reconnects
+        with self._lock:
+            self._open_streams -= 1
+            self.metrics.streams_active.set(self._open_streams)
+        self.metrics.forget_stream(eos.stream_id)
+
+    def _watchdog(self) -> None:
+        """Tell a stalled source (no packets) from a blocked pipeline (downstream full)."""
+        m = self.metrics
+        while not self._abort.is_set():
+            now = time.monotonic()
+            for source in self.sources:
+                st = source.status
+                if not source.is_live or not st.connected or st.stalled:
+                    continue
+                if now - st.last_packet > self.stall_timeout:
+                    st.stalled = True
+                    st.stalls += 1
+                    m.label(m.stalls, stream=source.stream_id).inc()
+                    log.warning("%s: stalled: no packets for %.1f s", source.stream_id, now - st.last_packet)
+            self._abort.wait(0.25)
+
+    def _fail(self, message: str) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = message
+        self._abort.set()
+        self.stop_event.set()
+
+    def _depth_setter(self, name: str):
+        gauge = self.metrics.queue_depth.labels(queue=name)
+        return gauge.set

@@ -1,0 +1,116 @@
+"""Bounded frame queues with per-stream lanes and two policies when full.
+
+``block``: the producer waits (files: never drop a frame). ``drop_oldest``: the oldest
+queued *frame* of that lane is dropped and counted (live feeds: never fall behind).
+End-of-stream markers are never dropped. Consumers take batches round-robin across lanes,
+so one busy feed cannot starve the others.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any, Callable
+
+from .frame import EndOfStream
+
+
+class FrameQueue:
+    def __init__(self, capacity: int, on_depth: Callable[[int], None] | None = None) -> None:
+        self.capacity = max(1, capacity)
+        self._lanes: dict[str, collections.deque] = {}
+        self._order: list[str] = []
+        self._next_lane = 0
+        self._size = 0
+        self._cond = threading.Condition()
+        self._on_depth = on_depth
+        self._closed = False
+
+    def __len__(self) -> int:
+        return self._size
+
+    def lane_size(self, lane: str) -> int:
+        with self._cond:
+            return len(self._lanes.get(lane, ()))
+
+    def put(self, item: Any, lane: str = "", drop_oldest: bool = False,
+            stop: threading.Event | None = None, on_block: Callable[[bool], None] | None = None) -> Any | None:
+        """Queue ``item``; return the item dropped to make room, if any."""
+        with self._cond:
+            queue = self._lane(lane)
+            dropped = None
+            if len(queue) >= self.capacity and not isinstance(item, EndOfStream):
+                if drop_oldest:
+                    for i, queued in enumerate(queue):
+                        if not isinstance(queued, EndOfStream):
+                            dropped = queued
+                            del queue[i]
+                            self._size -= 1
+                            break
+                else:
+                    blocked = False
+                    while len(queue) >= self.capacity and not (stop and stop.is_set()):
+                        if not blocked and on_block:
+                            on_block(True)
+                        blocked = True
+                        self._cond.wait(0.1)
+                    if blocked and on_block:
+                        on_block(False)
+            queue.append(item)
+            self._size += 1
+            self._cond.notify_all()
+            depth = self._size
+        if self._on_depth:
+            self._on_depth(depth)
+        return dropped
+
+    def get_batch(self, max_items: int, timeout: float, wait: float = 0.5) -> list[Any]:
+        """Up to ``max_items`` items; waits up to ``wait`` for the first, then ``timeout`` to fill.
+
+        A batch never continues past an EndOfStream marker of the lane it came from.
+        """
+        batch: list[Any] = []
+        with self._cond:
+            if not self._size:
+                self._cond.wait(wait)
+            deadline = time.monotonic() + timeout
+            while len(batch) < max_items:
+                item = self._pop_round_robin()
+                if item is None:
+                    remaining = deadline - time.monotonic()
+                    if not batch or remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                    continue
+                batch.append(item)
+                if isinstance(item, EndOfStream):
+                    break
+            if batch:
+                self._cond.notify_all()
+            depth = self._size
+        if batch and self._on_depth:
+            self._on_depth(depth)
+        return batch
+
+    def _lane(self, lane: str) -> collections.deque:
+        queue = self._lanes.get(lane)
+        if queue is None:
+            queue = self._lanes[lane] = collections.deque()
+            self._order.append(lane)
+        return queue
+
+    def _pop_round_robin(self) -> Any | None:
+        n = len(self._order)
+        for i in range(n):
+            lane = self._order[(self._next_lane + i) % n]
+            queue = self._lanes[lane]
+            if queue:
+                self._next_lane = (self._next_lane + i + 1) % n
+                item = queue.popleft()
+                self._size -= 1
+                if not queue and isinstance(item, EndOfStream):
+                    del self._lanes[lane]
+                    self._order.remove(lane)
+                    self._next_lane = 0
+                return item
+        return None
