@@ -74,13 +74,26 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:
+        _quiet_stdout()
         sys.exit(0)  # `vpd-stream run ... -o - | head`
     except Exception as exc:  # a bug: still one line, the traceback only with -v
         if log.isEnabledFor(logging.DEBUG):
             raise
         click.echo(f"internal error: {type(exc).__name__}: {exc} (rerun with -v for details)", err=True)
         sys.exit(70)
+    _quiet_stdout()
     sys.exit(0)
+
+
+def _quiet_stdout() -> None:
+    """After the reader of stdout went away, stop Python complaining at exit."""
+    import os
+
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 # -- run -----------------------------------------------------------------------------

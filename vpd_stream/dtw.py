@@ -8,9 +8,9 @@ The recurrence (g = cumulative cost, d = local cost, g[0, 0] = d[0, 0]):
     g[i, j] = min(g[i-2, j-3] + 2 d[i-1, j-2] + 2 d[i, j-1] + d[i, j],
                   g[i-1, j-1] + 2 d[i, j],
                   g[i-3, j-2] + 2 d[i-2, j-1] + 2 d[i-1, j] + d[i, j])
-Local costs are Euclidean distances between L2-normalized feature vectors, computed for
-a query against a whole index at once with one matrix product (BLAS), then the
-recurrences of all index items run in parallel with numba.
+Local costs are Euclidean distances between L2-normalized feature vectors. A query is
+aligned against a whole index at once in numba, in parallel over index items; pairs whose
+length ratio admits no path are skipped before any local cost is computed.
 """
 from __future__ import annotations
 
@@ -49,19 +49,35 @@ def _p2_cost(lm: np.ndarray, r0: int, c0: int, n: int, m: int, g: np.ndarray) ->
     return g[n - 1, m - 1] / (n + m)
 
 
+@njit(cache=True, nogil=True, fastmath=True)  # lets the d-loop vectorize (reassociation only)
+def _local_block(q: np.ndarray, frames: np.ndarray, c0: int, m: int, lm: np.ndarray) -> None:
+    """lm[i, j] = |q[i] - frames[c0 + j]| (computed only for pairs whose DTW can finish)."""
+    n, d = q.shape
+    for i in range(n):
+        for j in range(m):
+            acc = 0.0
+            for k in range(d):
+                t = q[i, k] - frames[c0 + j, k]
+                acc += t * t
+            lm[i, j] = np.sqrt(acc)
+
+
 @njit(cache=True, parallel=True)
-def _costs_against_index(lm: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """lm: (n, M) local costs of one query against the concatenated index."""
-    n = lm.shape[0]
+def _costs_against_index(q: np.ndarray, frames: np.ndarray, offsets: np.ndarray,
+                         lengths: np.ndarray) -> np.ndarray:
+    """Costs of one (n, d) query against every item of the concatenated index frames."""
+    n = q.shape[0]
     k = lengths.shape[0]
     out = np.empty(k, dtype=np.float64)
-    maxm = 1
-    for t in range(k):
-        if lengths[t] > maxm:
-            maxm = lengths[t]
     for t in prange(k):
-        g = np.empty((n, lengths[t]), dtype=np.float64)
-        out[t] = _p2_cost(lm, 0, offsets[t], n, lengths[t], g)
+        m = lengths[t]
+        if 2 * (n - 1) > 3 * (m - 1) or 2 * (m - 1) > 3 * (n - 1):
+            out[t] = INF  # no path: skip the local costs too
+            continue
+        lm = np.empty((n, m), dtype=np.float64)
+        g = np.empty((n, m), dtype=np.float64)
+        _local_block(q, frames, offsets[t], m, lm)
+        out[t] = _p2_cost(lm, 0, 0, n, m, g)
     return out
 
 
@@ -96,7 +112,6 @@ class DtwIndex:
         self.lengths = np.array([len(s) for s in seqs], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         self.frames = np.ascontiguousarray(np.concatenate(seqs, axis=0))  # (M, d)
-        self.sq = (self.frames ** 2).sum(-1)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -104,10 +119,7 @@ class DtwIndex:
     def costs(self, query: np.ndarray) -> np.ndarray:
         """(len(index),) normalized DTW costs of one (n, d) query against every item."""
         q = l2_normalize(query) if self.normalize else np.asarray(query, np.float64)
-        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: one BLAS product instead of n*M*d subtractions.
-        sq = (q ** 2).sum(-1)[:, None] + self.sq[None, :] - 2.0 * (q @ self.frames.T)
-        lm = np.sqrt(np.maximum(sq, 0.0))
-        return _costs_against_index(lm, self.offsets, self.lengths)
+        return _costs_against_index(np.ascontiguousarray(q), self.frames, self.offsets, self.lengths)
 
     def cost_matrix(self, queries: list[np.ndarray]) -> np.ndarray:
         return np.stack([self.costs(q) for q in queries]) if queries else np.zeros((0, len(self)))

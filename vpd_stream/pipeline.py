@@ -207,6 +207,10 @@ class Pipeline:
                 except VpdError as exc:
                     self._fail(str(exc))
                     return
+                except BrokenPipeError:  # `... -o - | head`: the reader has had enough
+                    self.stop_event.set()
+                    self._abort.set()
+                    return
                 except OSError as exc:
                     self._fail(f"cannot write output: {exc}")
                     return

@@ -11,7 +11,6 @@ import collections
 import logging
 import os
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -106,7 +105,8 @@ class VideoSource:
         self.config = config or SourceConfig()
         self.target_fps = target_fps
         self.kind = source_kind(spec, self.config.live)
-        self.is_live = self.kind != "file"
+        # A pipe has its own backpressure, so stdin is read like a file unless told it is live.
+        self.is_live = self.kind == "live" or (self.kind == "stdin" and self.config.live == "yes")
         self.status = SourceStatus()
         self.on_reconnect = on_reconnect
         self._stdin = stdin
@@ -135,13 +135,17 @@ class VideoSource:
         options: dict[str, str] = {}
         kwargs: dict = {}
         if self.is_live:
-            options.update({"fflags": "nobuffer", "flags": "low_delay"})
+            # Low latency: no input buffering, and probe half a second of the feed, not five.
+            options.update({"fflags": "nobuffer", "flags": "low_delay",
+                            "analyzeduration": "500000", "probesize": "500000"})
             if self.spec.startswith("rtsp"):
                 options["rtsp_transport"] = "tcp"
             kwargs["timeout"] = (self.config.open_timeout, self.config.read_timeout)
         target = self.spec
         if self.kind == "stdin":
-            target = self._stdin if self._stdin is not None else sys.stdin.buffer
+            # FFmpeg's own pipe protocol keeps its probe buffer; a Python file object on a
+            # pipe cannot seek back after probing and loses the first frames.
+            target = self._stdin if self._stdin is not None else "pipe:0"
         try:
             container = av.open(target, mode="r", options=options, **kwargs)
         except av.error.FileNotFoundError:
@@ -149,6 +153,11 @@ class VideoSource:
         except av.error.PermissionError:
             raise InputError(f"{self.spec}: permission denied") from None
         except av.error.InvalidDataError:
+            if _mp4_without_index(self.spec):
+                raise InputError(
+                    f"{self.spec}: the MP4 index (moov atom) is missing: the file was cut before the "
+                    "recording was finalized; re-export it (with -movflags faststart for streaming)"
+                ) from None
             raise InputError(
                 f"{self.spec}: not a video file FFmpeg can read (invalid data; the file may be "
                 "truncated or not a video at all)"
@@ -178,11 +187,10 @@ class VideoSource:
             raise InputError(f"{self.spec}: contains no video stream")
         stream = container.streams.video[0]
         ctx = stream.codec_context
-        name = getattr(ctx, "name", None) or "unknown"
-        if name in ("none", "unknown") or ctx.codec is None:
-            tag = stream.codec_context.codec_tag if hasattr(ctx, "codec_tag") else "?"
+        if ctx is None or getattr(ctx, "codec", None) is None or ctx.name in ("none", ""):
             raise InputError(
-                f"{self.spec}: unsupported video codec '{tag}'; convert it (e.g. to H.264) first"
+                f"{self.spec}: unsupported or unknown video codec (no decoder in this FFmpeg build); "
+                "convert it first, e.g. to H.264"
             )
         if ctx.width == 0 or ctx.height == 0:
             # A stream FFmpeg cannot size usually means it could not parse the codec headers.
@@ -328,9 +336,15 @@ class VideoSource:
             pts = float(vf.pts * stream.time_base)
         else:
             pts = self.status.decoded / (fps or 25.0)
+        gap = 1.0 / (fps or 25.0)
         if self._pts_offset is None:  # first frame after a reconnect
-            gap = 1.0 / (fps or 25.0)
             self._pts_offset = (self._last_pts + gap - pts) if self._last_pts is not None else 0.0
+        elif self._last_pts is not None and not (
+            self._last_pts - 1.0 < pts + self._pts_offset < self._last_pts + 10.0
+        ):
+            # A timestamp discontinuity (a looping feed, a 33-bit MPEG-TS wrap, spliced
+            # streams): continue the timeline from where it was.
+            self._pts_offset = self._last_pts + gap - pts
         pts += self._pts_offset
         if self._last_pts is not None and pts <= self._last_pts:
             return None  # a repeated or backwards timestamp: keep the timeline monotonic
@@ -382,6 +396,21 @@ class _Lazy:
         if self._rgb is None:
             self._rgb = self.frame.to_ndarray(format="rgb24")
         return self._rgb
+
+
+def _mp4_without_index(spec: str) -> bool:
+    """An MP4/MOV file whose 'moov' box never made it to disk (a cut recording)."""
+    try:
+        with open(spec, "rb") as f:
+            head = f.read(12)
+            if head[4:8] != b"ftyp":
+                return False
+            import mmap
+
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return data.find(b"moov") < 0
+    except (OSError, ValueError):
+        return False
 
 
 def _reason(exc: BaseException) -> str:

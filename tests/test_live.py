@@ -1,0 +1,130 @@
+"""A real local live feed (MPEG-TS over TCP), cut mid-stream; stdin; metrics over HTTP."""
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from clips import make_clip, make_ts_bytes
+from cli_helpers import CLI, assert_clean_error, jsonl_records, run_cli
+from live_feed import LiveFeedServer
+
+FAST_RECONNECT = """
+[source]
+reconnect_attempts = -1
+backoff_initial = 0.05
+backoff_max = 0.2
+open_timeout = 3
+read_timeout = 3
+stall_timeout = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def ts_feed() -> bytes:
+    return make_ts_bytes(fps=25, frames=750, size=(160, 120), gop=5)  # 30 s of broadcast
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+        return response.read().decode()
+
+
+def sample(text: str, name: str, **labels) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_feed_cut_mid_stream_reconnects_and_metrics_show_it(tmp_path, ts_feed):
+    config = tmp_path / "c.toml"
+    config.write_text(FAST_RECONNECT)
+    out = tmp_path / "out.jsonl"
+    port = free_port()
+    with LiveFeedServer(ts_feed, duration=30.0, cut_after=1.0) as feed:
+        proc = subprocess.Popen([*CLI, "run", feed.url, "--config", str(config), "-o", str(out),
+                                 "--metrics-port", str(port), "--max-frames", "150"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        text, reconnects = "", 0.0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                text = scrape(port)
+            except OSError:
+                time.sleep(0.2)
+                continue
+            reconnects = sample(text, "vpd_source_reconnects_total") or 0.0
+            if reconnects >= 2:
+                break
+            time.sleep(0.3)
+        assert reconnects >= 2, text
+        stream = feed.url.replace("tcp://127.0.0.1:", "tcp-127.0.0.1-")
+        assert sample(text, "vpd_frames_decoded_total", stream=stream) > 0
+        assert sample(text, "vpd_frames_dropped_total", stream=stream, reason="backpressure") is not None
+        assert "vpd_stage_duration_seconds_bucket" in text and "vpd_queue_depth" in text
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    records = jsonl_records(out)
+    frames = [r for r in records if r["type"] == "frame"]
+    assert len(frames) == 150
+    pts = [r["pts"] for r in frames]
+    assert all(b > a for a, b in zip(pts, pts[1:]))  # one timeline across reconnects
+    assert feed.connections >= 3
+
+
+def test_feed_that_dies_for_good_is_a_clear_error(tmp_path, ts_feed):
+    config = tmp_path / "c.toml"
+    config.write_text(FAST_RECONNECT.replace("reconnect_attempts = -1", "reconnect_attempts = 2"))
+    out = tmp_path / "out.jsonl"
+    with LiveFeedServer(ts_feed, duration=30.0, cut_after=1.0, max_connections=1) as feed:
+        result = run_cli("run", feed.url, "--config", str(config), "-o", str(out), timeout=60)
+    assert_clean_error(result, feed.url)
+    frames = [r for r in jsonl_records(out) if r["type"] == "frame"]
+    assert len(frames) > 5  # what was received before the feed died is kept
+
+
+def test_stdin_mpegts(tmp_path):
+    clip = make_clip(tmp_path / "c.ts", frames=50, container_format="mpegts")
+    out = tmp_path / "out.jsonl"
+    result = run_cli("run", "-", "-o", str(out), input=clip.read_bytes())
+    assert result.returncode == 0, result.stderr.decode()
+    frames = [r for r in jsonl_records(out) if r["type"] == "frame"]
+    assert len(frames) == 50 and frames[0]["stream"] == "stdin" and frames[0]["pts"] == 0.0
+
+
+def test_stdin_to_stdout(tmp_path):
+    clip = make_clip(tmp_path / "c.mkv", frames=20)
+    result = run_cli("run", "-", "-o", "-", "-q", input=clip.read_bytes())
+    assert result.returncode == 0
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 21 and '"type":"end"' in lines[-1]
+
+
+def test_ctrl_c_drains_and_exits_zero(tmp_path, ts_feed):
+    out = tmp_path / "out.jsonl"
+    config = tmp_path / "c.toml"
+    config.write_text(FAST_RECONNECT)
+    with LiveFeedServer(ts_feed, duration=30.0) as feed:
+        proc = subprocess.Popen([*CLI, "run", feed.url, "-o", str(out), "--config", str(config)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 2000):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert "interrupted" in err.decode() and "Traceback" not in err.decode()
+    records = jsonl_records(out)
+    assert records[-1]["type"] == "end"

@@ -1,0 +1,70 @@
+"""Save and load heads safely: weights in safetensors, configuration and provenance in JSON.
+
+``name.safetensors`` holds one or more models' tensors (an ensemble is stored with the
+prefix ``m{i}.``); ``name.json`` holds the HeadConfig, the class names, the feature set,
+the training command and its metrics. No pickle is involved anywhere.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import ModelError
+from .heads import HeadConfig, build_head
+
+
+@dataclass
+class HeadBundle:
+    config: HeadConfig
+    models: list[torch.nn.Module]
+    meta: dict[str, Any] = field(default_factory=dict)  # classes, features, command, metrics, ...
+
+
+def save_heads(path: str | Path, bundle: HeadBundle, dtype: torch.dtype = torch.float16) -> None:
+    """Write path.safetensors + path.json; weights are stored as fp16 to keep them small."""
+    path = Path(path).with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for i, model in enumerate(bundle.models):
+        for k, v in model.state_dict().items():
+            v = v.detach().cpu()
+            tensors[f"m{i}.{k}"] = (v.to(dtype) if v.is_floating_point() else v).contiguous()
+    save_file(tensors, str(path.with_suffix(".safetensors")))
+    sidecar = {"config": bundle.config.to_dict(), "ensemble": len(bundle.models), **bundle.meta}
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+
+
+def load_heads(path: str | Path, kind: str | None = None) -> HeadBundle:
+    path = Path(path).with_suffix("")
+    wfile, jfile = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    for f in (wfile, jfile):
+        if not f.is_file():
+            raise ModelError(f"head file {f} is missing; train it with `vpd-stream train` or point the plugin's 'weights' option at an existing head")
+    try:
+        meta = json.loads(jfile.read_text(encoding="utf-8"))
+        cfg = HeadConfig(**meta.pop("config"))
+        n = int(meta.pop("ensemble"))
+        tensors = load_file(str(wfile))
+    except Exception as exc:
+        raise ModelError(f"head {path} cannot be read ({exc}); retrain it or restore the file") from None
+    if kind is not None and cfg.kind != kind:
+        raise ModelError(f"head {path} is a {cfg.kind}, but a {kind} is needed here")
+    models = []
+    for i in range(n):
+        model = build_head(cfg)
+        prefix = f"m{i}."
+        state = {k[len(prefix):]: v.float() if v.is_floating_point() else v
+                 for k, v in tensors.items() if k.startswith(prefix)}
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise ModelError(f"head {path} does not match its configuration ({first}); retrain it") from None
+        model.eval()
+        models.append(model)
+    return HeadBundle(cfg, models, meta)
