@@ -135,9 +135,9 @@ class VideoSource:
         options: dict[str, str] = {}
         kwargs: dict = {}
         if self.is_live:
-            # Low latency: no input buffering, and probe half a second of the feed, not five.
+            # Low latency: no input buffering, and probe 0.3 s of the feed, not five.
             options.update({"fflags": "nobuffer", "flags": "low_delay",
-                            "analyzeduration": "500000", "probesize": "500000"})
+                            "analyzeduration": "300000", "probesize": "500000"})
             if self.spec.startswith("rtsp"):
                 options["rtsp_transport"] = "tcp"
             kwargs["timeout"] = (self.config.open_timeout, self.config.read_timeout)
