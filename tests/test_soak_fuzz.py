@@ -44,12 +44,13 @@ def test_soak_feed_cut_100_times(tmp_path, capsys):
         _, err = proc.communicate(timeout=60)
     err = err.decode()
     assert proc.returncode == 0 and "Traceback" not in err, err
-    assert cuts >= 100 and len(frames) > 500
+    assert cuts >= 100
     records = [json.loads(line) for line in out.read_text().splitlines()]
     frames = [r for r in records if r["type"] == "frame"]
     summary = [line for line in err.splitlines() if "frames processed" in line][0]
     processed, decoded = map(int, summary.split(":")[1].split()[0].split("/"))
     assert processed == decoded == len(frames)  # a record for every decoded frame
+    assert len(frames) > 500
     growth = final - baseline
     with capsys.disabled():
         print(f"\nsoak: {cuts} cuts, {len(frames)} frames, RSS {baseline:.1f} → {final:.1f} MB "
