@@ -56,7 +56,9 @@ class AthleteSelector:
         size = float(np.sqrt(w * h / max(1.0, width * height)))
         age = min(1.0, (track.age + 1) / max(1, p.age_frames))
         motion = min(1.0, stats.motion * 20.0)  # 5 % of the body height per frame counts as full motion
-        score = size * (0.5 + 0.5 * age) * (1.0 + p.motion_weight * motion)
+        # Age multiplies fully: a box that appeared a moment ago (often a false detection)
+        # cannot outrank a person followed for a second.
+        score = size * age * (1.0 + p.motion_weight * motion)
         if p.roi is not None:
             score *= roi_overlap(track.box, p.roi, width, height)
         return score

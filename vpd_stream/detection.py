@@ -37,14 +37,15 @@ class PersonDetector(Protocol):
     def close(self) -> None: ...
 
 
-def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """Shrink so the longer side is ≤ max_side; return the image and the factor applied."""
+def _resize_longer(rgb: np.ndarray, side: int, upscale: bool) -> tuple[np.ndarray, float]:
+    """Resize so the longer side is ``side`` (never up unless ``upscale``); return image and factor."""
     h, w = rgb.shape[:2]
-    scale = min(1.0, max_side / max(h, w)) if max_side > 0 else 1.0
-    if scale >= 1.0:
+    scale = side / max(h, w) if side > 0 else 1.0
+    if abs(scale - 1.0) < 1e-3 or (scale > 1.0 and not upscale):
         return rgb, 1.0
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), scale
+    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, size, interpolation=interp), scale
 
 
 class BlazePoseDetector:
@@ -72,7 +73,7 @@ class BlazePoseDetector:
 
     def detect(self, rgb: np.ndarray) -> list[PersonDetection]:
         h, w = rgb.shape[:2]
-        small, _ = _downscale(rgb, self.max_side)
+        small, _ = _resize_longer(rgb, self.max_side, upscale=False)
         result = self._graph.process({"image": np.ascontiguousarray(small)})
         out = []
         for det in result.detections or []:
@@ -92,7 +93,9 @@ class BlazePoseDetector:
 class HogDetector:
     """OpenCV's default HOG people detector with non-maximum suppression."""
 
-    def __init__(self, min_score: float = 0.5, max_side: int = 800, scale_step: float = 1.05) -> None:
+    # HOG's 64×128 window finds people ≳ 100 px tall: frames are resized (up as well as
+    # down) so their longer side is ``max_side``.
+    def __init__(self, min_score: float = 0.5, max_side: int = 1152, scale_step: float = 1.05) -> None:
         self._hog = cv2.HOGDescriptor()
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
         self.min_score = min_score
@@ -100,7 +103,7 @@ class HogDetector:
         self.scale_step = scale_step
 
     def detect(self, rgb: np.ndarray) -> list[PersonDetection]:
-        small, scale = _downscale(rgb, self.max_side)
+        small, scale = _resize_longer(rgb, self.max_side, upscale=True)
         rects, weights = self._hog.detectMultiScale(small, winStride=(8, 8), padding=(8, 8), scale=self.scale_step)
         if len(rects) == 0:
             return []

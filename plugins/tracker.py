@@ -1,0 +1,161 @@
+"""tracker: find people, follow them with norfair, and pick the athlete(s) among them.
+
+A person detector (vpd_stream.detection) runs every ``detect_every`` frames; norfair's
+Kalman filters carry the boxes in between and keep identities (IoU matching). Optional
+camera-motion compensation (norfair's MotionEstimator) helps panning broadcast cameras.
+Athlete selection (vpd_stream.athlete) scores each track by size, age, motion and an
+optional region of interest, with hysteresis so the choice does not flicker.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from vpd_stream.annotations import Track
+from vpd_stream.athlete import AthleteSelector, SelectionParams
+from vpd_stream.detection import DETECTORS, PersonDetector, make_detector
+from vpd_stream.errors import ConfigError
+from vpd_stream.frame import EndOfStream, Frame
+from vpd_stream.plugin import Plugin, PluginContext
+
+
+@dataclass
+class _StreamState:
+    tracker: Any  # norfair.Tracker
+    selector: AthleteSelector
+    motion: Any = None  # norfair MotionEstimator when camera_motion is on
+    frames: int = 0
+
+
+class TrackerPlugin(Plugin):
+    name = "tracker"
+    requires = ("rgb",)
+    provides = ("tracks",)
+    description = "person detector + norfair tracking + athlete selection (box, id, score, is_athlete)"
+    batch_size = 8
+
+    @dataclass
+    class Options:
+        detector: str = "blazepose"  # blazepose (athletes), hog (crowds of pedestrians) or onnx
+        onnx_model: str | None = None  # path of a user ONNX detector (detector = "onnx")
+        min_score: float = 0.5  # detections below this confidence are ignored
+        detector_side: int = 0  # longer side of the frame the detector sees; 0 = the detector's default
+        detect_every: int = 2  # run the detector on every Nth frame; Kalman prediction in between
+        iou_threshold: float = 0.3  # least IoU for a detection to continue a track
+        confirm_detections: int = 2  # 1: report a track from its first detection; 2: from its second
+        keep_frames: int = 25  # frames a track survives without a matching detection
+        camera_motion: bool = False  # compensate camera pans with norfair's MotionEstimator
+        max_athletes: int = 1  # 1 for skating/diving/gymnastics, 2 for tennis singles
+        roi: list[float] | None = None  # region of play as x1, y1, x2, y2 fractions of the frame
+        motion_weight: float = 0.5  # how much moving tracks are preferred as athletes
+        age_frames: int = 25  # frames until a track's age stops adding to its athlete score
+        hysteresis: float = 1.5  # a challenger must outscore the athlete by this factor...
+        switch_frames: int = 10  # ...for this many consecutive frames to take over
+
+    def __init__(self, options: Any | None = None) -> None:
+        super().__init__(options)
+        o = self.options
+        if o.detector not in DETECTORS:
+            raise ConfigError(f"[plugins.tracker] detector '{o.detector}' is unknown; use one of {', '.join(DETECTORS)}")
+        if o.detect_every < 1 or o.keep_frames < 2 or o.max_athletes < 0:
+            raise ConfigError("[plugins.tracker] detect_every must be ≥ 1, keep_frames ≥ 2, max_athletes ≥ 0")
+        if o.confirm_detections not in (1, 2):
+            raise ConfigError(f"[plugins.tracker] confirm_detections must be 1 or 2, got {o.confirm_detections}")
+        if not 0.0 < o.iou_threshold <= 1.0:
+            raise ConfigError(f"[plugins.tracker] iou_threshold must be in (0, 1], got {o.iou_threshold}")
+        if o.roi is not None and (len(o.roi) != 4 or not (o.roi[0] < o.roi[2] and o.roi[1] < o.roi[3])):
+            raise ConfigError(f"[plugins.tracker] roi must be [x1, y1, x2, y2] fractions with x1<x2, y1<y2, got {o.roi}")
+        self._detector: PersonDetector | None = None
+        self._streams: dict[str, _StreamState] = {}
+        self.params = SelectionParams(max_athletes=o.max_athletes, roi=tuple(o.roi) if o.roi else None,
+                                      motion_weight=o.motion_weight, age_frames=o.age_frames,
+                                      hysteresis=o.hysteresis, switch_frames=o.switch_frames)
+
+    def setup(self, context: PluginContext) -> None:
+        super().setup(context)
+        o = self.options
+        side = o.detector_side or (1152 if o.detector == "hog" else 640)
+        self._detector = make_detector(o.detector, min_score=o.min_score, max_side=side,
+                                       onnx_model=o.onnx_model, device=context.device)
+
+    # -- per stream ------------------------------------------------------------------
+    def _state(self, stream_id: str) -> _StreamState:
+        state = self._streams.get(stream_id)
+        if state is None:
+            from norfair import Tracker
+
+            o = self.options
+            # norfair's hit counter starts at `period`, gains 2·period per match (capped at
+            # hit_counter_max) and loses 1 per frame; a track dies below 0. Passing
+            # period = keep_frames / 2 makes every match refill the track's life to
+            # keep_frames, however sporadic the detector; the delay asks for a 2nd match.
+            life = max(o.keep_frames, 2 * o.detect_every)
+            self._period = (life + 1) // 2
+            delay = self._period if o.confirm_detections == 2 else self._period - 1
+            tracker = Tracker(distance_function="iou", distance_threshold=1.0 - o.iou_threshold,
+                              hit_counter_max=2 * self._period, initialization_delay=delay)
+            motion = None
+            if o.camera_motion:
+                from norfair.camera_motion import MotionEstimator
+                motion = MotionEstimator()
+            state = _StreamState(tracker, AthleteSelector(self.params), motion)
+            self._streams[stream_id] = state
+        return state
+
+    def process(self, batch: list[Frame]) -> None:
+        if self._detector is None:
+            self.setup(self.context)
+        for frame in batch:
+            frame.annotations["tracks"] = self._track(frame)
+
+    def _track(self, frame: Frame) -> dict[int, Track]:
+        from norfair import Detection
+
+        o = self.options
+        state = self._state(frame.stream_id)
+        transform = state.motion.update(frame.rgb) if state.motion is not None else None
+        if state.frames % o.detect_every == 0:
+            detections = [Detection(points=d.box.reshape(2, 2).astype(np.float64), data=d.score)
+                          for d in self._detector.detect(frame.rgb) if d.box[2] > d.box[0] and d.box[3] > d.box[1]]
+            objects = state.tracker.update(detections, period=self._period, coord_transformations=transform)
+        else:
+            objects = state.tracker.update([], coord_transformations=transform)
+        state.frames += 1
+        tracks: dict[int, Track] = {}
+        for obj in objects:
+            (x1, y1), (x2, y2) = obj.estimate
+            box = np.array([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], np.float32)
+            tracks[int(obj.id)] = Track(track_id=int(obj.id), box=box, score=float(obj.last_detection.data),
+                                        age=int(obj.age))
+        for tid in state.selector.update(tracks, frame.width, frame.height):
+            tracks[tid].is_athlete = True
+        return dict(sorted(tracks.items()))
+
+    def end_stream(self, eos: EndOfStream) -> None:
+        self._streams.pop(eos.stream_id, None)
+
+    def close(self) -> None:
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
+        self._streams.clear()
+
+    # -- output ------------------------------------------------------------------------
+    def describe(self, frame: Frame) -> dict[str, Any]:
+        tracks = frame.annotations.get("tracks", {})
+        return {"tracks": {tid: {"track_id": tid, "box": [round(float(v), 1) for v in t.box],
+                                 "score": round(t.score, 4), "is_athlete": bool(t.is_athlete)}
+                           for tid, t in tracks.items()}}
+
+    def draw(self, frame: Frame, image: np.ndarray) -> None:
+        scale = max(1, round(max(image.shape[:2]) / 720))
+        for tid, t in frame.annotations.get("tracks", {}).items():
+            x1, y1, x2, y2 = (int(round(v)) for v in t.box)
+            color = (0, 220, 0) if t.is_athlete else (160, 160, 160)
+            cv2.rectangle(image, (x1, y1), (x2, y2), color, (3 if t.is_athlete else 1) * scale)
+            label = f"{'athlete ' if t.is_athlete else ''}#{tid}"
+            cv2.putText(image, label, (x1 + 3, max(12 * scale, y1 - 4 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.5 * scale, color, scale, cv2.LINE_AA)
