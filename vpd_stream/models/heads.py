@@ -62,6 +62,8 @@ class SequenceEncoder(nn.Module):
         if self.arch == "cnn":
             x = x * _mask(lengths, x.shape[1])[..., None]
             return self.net(x.transpose(1, 2)).transpose(1, 2)
+        if bool((lengths == x.shape[1]).all()):  # no padding: the plain path is ~2x faster
+            return self.net(x)[0]
         # Packing keeps padding out of the backward direction's state.
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         y, _ = self.net(packed)
