@@ -1,0 +1,122 @@
+"""pose: the teacher. BlazePose (full, from the mediapipe wheel) on each athlete's crop.
+
+BlazePose runs in static-image mode on a square crop around the track's box, so every
+frame is estimated on its own (deterministic, order-independent). Its 33 landmarks are
+reduced to the 13 COCO joints VPD uses, with the landmark visibility as the per-joint
+score, then normalized (vpd_stream.skeleton) into the 26-d pose feature.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from plugins.crop import crop_square, square_box
+from vpd_stream.annotations import Pose
+from vpd_stream.errors import ConfigError, ModelError
+from vpd_stream.frame import Frame
+from vpd_stream.plugin import Plugin, PluginContext
+from vpd_stream.skeleton import BLAZEPOSE_TO_COCO13, EDGES, pose_features
+
+_LEFT = {1, 3, 5, 7, 9, 11}
+
+
+class BlazePose:
+    """mediapipe's BlazePose full (model_complexity=1, the one bundled in the wheel)."""
+
+    def __init__(self, min_detection_confidence: float = 0.5) -> None:
+        try:
+            import mediapipe as mp
+
+            self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1,
+                                                enable_segmentation=False,
+                                                min_detection_confidence=min_detection_confidence)
+        except Exception as exc:  # a broken mediapipe install must end in one line
+            raise ModelError(f"BlazePose could not start ({type(exc).__name__}: {exc}); "
+                             "reinstall mediapipe==0.10.21") from None
+
+    def estimate(self, rgb: np.ndarray) -> np.ndarray | None:
+        """(13, 3) x, y in [0, 1] of the image and visibility; None when no person is found."""
+        result = self._pose.process(np.ascontiguousarray(rgb))
+        if result.pose_landmarks is None:
+            return None
+        lm = result.pose_landmarks.landmark
+        return np.array([[lm[i].x, lm[i].y, lm[i].visibility] for i in BLAZEPOSE_TO_COCO13], np.float32)
+
+    def close(self) -> None:
+        self._pose.close()
+
+
+class PosePlugin(Plugin):
+    name = "pose"
+    requires = ("tracks",)
+    provides = ("pose",)
+    description = "BlazePose teacher on the athlete crop: 13 COCO joints + scores, 26-d normalized pose"
+    batch_size = 4
+
+    @dataclass
+    class Options:
+        all_tracks: bool = False  # estimate every track's pose, not only the athletes'
+        input_size: int = 384  # side of the square crop BlazePose sees
+        pad_frac: float = 0.15  # context around the box, per side, as a fraction of its longer side
+        min_detection_confidence: float = 0.5
+
+    def __init__(self, options: Any | None = None) -> None:
+        super().__init__(options)
+        if self.options.input_size < 64:
+            raise ConfigError("[plugins.pose] input_size must be ≥ 64")
+        self._model: BlazePose | None = None
+
+    def setup(self, context: PluginContext) -> None:
+        super().setup(context)
+        if self._model is None:
+            self._model = BlazePose(self.options.min_detection_confidence)
+
+    def process(self, batch: list[Frame]) -> None:
+        if self._model is None:
+            self.setup(self.context)
+        o = self.options
+        for frame in batch:
+            poses: dict[int, Pose] = {}
+            for tid, track in frame.annotations.get("tracks", {}).items():
+                if not (track.is_athlete or o.all_tracks):
+                    continue
+                square = square_box(track.box, o.pad_frac, 0.0)
+                local = self._model.estimate(crop_square(frame.rgb, square, o.input_size))
+                if local is None:
+                    continue
+                side = float(square[2] - square[0])
+                keypoints = local.copy()
+                keypoints[:, 0] = square[0] + local[:, 0] * side
+                keypoints[:, 1] = square[1] + local[:, 1] * side
+                keypoints[:, 2] = np.clip(local[:, 2], 0.0, 1.0)
+                poses[tid] = Pose(keypoints=keypoints, features=pose_features(keypoints),
+                                  mean_score=float(keypoints[:, 2].mean()))
+            frame.annotations["pose"] = poses
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+    def describe(self, frame: Frame) -> dict[str, Any]:
+        poses = frame.annotations.get("pose", {})
+        return {"tracks": {tid: {"pose": [[round(float(x), 1), round(float(y), 1), round(float(s), 3)]
+                                          for x, y, s in p.keypoints],
+                                 "pose_score": round(p.mean_score, 3)}
+                           for tid, p in poses.items()}} if poses else {}
+
+    def draw(self, frame: Frame, image: np.ndarray) -> None:
+        thick = max(2, round(max(image.shape[:2]) / 400))
+        for pose in frame.annotations.get("pose", {}).values():
+            kp = pose.keypoints
+            for a, b in EDGES:
+                if min(kp[a, 2], kp[b, 2]) < 0.3:
+                    continue
+                color = (255, 160, 0) if a in _LEFT and b in _LEFT else (0, 140, 255) if a not in _LEFT and b not in _LEFT and a else (0, 255, 255)
+                cv2.line(image, (int(kp[a, 0]), int(kp[a, 1])), (int(kp[b, 0]), int(kp[b, 1])), color, thick, cv2.LINE_AA)
+            for x, y, s in kp:
+                if s >= 0.3:
+                    cv2.circle(image, (int(x), int(y)), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
