@@ -28,6 +28,7 @@ LAZY_COMMANDS = {
     "distill": ("offline_train.corpus_commands", "distill"),
     "embed": ("offline_train.corpus_commands", "embed"),
     "train-vipe": ("offline_train.vipe_commands", "train_vipe"),
+    "eval-vipe": ("offline_train.vipe_commands", "eval_vipe"),
 }
 
 
