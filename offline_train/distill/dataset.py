@@ -1,0 +1,210 @@
+"""Distillation data: which rows supervise, the train/validation split, and batched reads.
+
+* Weak-pose selection: a row supervises only when its teacher pose's mean joint score is
+  ≥ ``threshold``; the motion half of the target (p_t − p_{t−1}) is used only when the
+  same track's previous frame is in the store and also confident.
+* Split: 20 % of the supervising rows, chosen uniformly at random (seeded), are held out.
+* Sampling: each epoch draws ``epoch_size`` training rows uniformly at random, from a
+  generator seeded by (seed, epoch), so a resumed run sees the very same batches.
+* Reading: ``FrameDataset.__getitems__`` fetches a whole batch, grouped by video, so the
+  DataLoader makes one call per batch; HDF5 files open lazily in each loader worker.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from vpd_stream.errors import ConfigError, InputError
+from vpd_stream.skeleton import FEATURE_DIM
+
+from ..corpus.store import CorpusStore, VideoStore, open_store
+
+
+@dataclass
+class Targets:
+    """Per supervising row: where it lives and what the teacher says."""
+
+    video: np.ndarray  # (n,) int32 index into ``paths``
+    row: np.ndarray  # (n,) int64 row in that video's file
+    pose: np.ndarray  # (n, d) float32 p_t
+    motion: np.ndarray  # (n, d) float32 p_t − p_{t−1} (zeros where unknown)
+    motion_valid: np.ndarray  # (n,) bool
+    prev_row: np.ndarray  # (n,) int64 row of p_{t−1} in the same video, or −1
+
+
+class DistillData:
+    """All supervising rows of a store, and their split."""
+
+    def __init__(self, store: str | Path | CorpusStore, *, threshold: float = 0.5, val_fraction: float = 0.2,
+                 seed: int = 0, teacher: str = "pose2d",
+                 teacher_fn: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None) -> None:
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"the validation fraction must be in [0, 1), got {val_fraction}")
+        self.store = store if isinstance(store, CorpusStore) else open_store(store)
+        self.names = self.store.complete_videos()
+        self.paths = [str(self.store.video_path(n)) for n in self.names]
+        self.threshold = threshold
+        self.teacher = teacher
+        self.teacher_fn = teacher_fn or pose2d_teacher
+        self._rows: list[int] = []
+        parts = [self._video_targets(i, path) for i, path in enumerate(self.paths)]
+        self.targets = Targets(*(np.concatenate([getattr(p, f) for p in parts]) for f in Targets.__dataclass_fields__))
+        self.total_rows = sum(self._rows)
+        n = len(self.targets.row)
+        if n < 2:
+            raise InputError(f"{self.store.root}: only {n} frame(s) have a confident teacher pose (mean joint "
+                             f"score >= {threshold}); prepare more video or lower --threshold")
+        perm = np.random.default_rng(seed).permutation(n)
+        n_val = int(round(val_fraction * n))
+        if val_fraction > 0:
+            n_val = min(max(n_val, 1), n - 1)
+        self.val_idx = np.sort(perm[:n_val])
+        self.train_idx = np.sort(perm[n_val:])
+
+    def _video_targets(self, vi: int, path: str) -> Targets:
+        with VideoStore(path) as video:
+            a = video.arrays
+        self._rows.append(len(a["pose"]))
+        pose = np.asarray(self.teacher_fn(a), dtype=np.float32)
+        score = a["pose_score"]
+        ok = score >= self.threshold
+        rows = np.flatnonzero(ok)
+        prev = a["prev_row"][rows]
+        has_prev = prev >= 0
+        prev_ok = np.zeros(len(rows), bool)
+        prev_ok[has_prev] = ok[prev[has_prev]]
+        motion = np.zeros((len(rows), pose.shape[1]), np.float32)
+        motion[prev_ok] = pose[rows[prev_ok]] - pose[prev[prev_ok]]
+        return Targets(np.full(len(rows), vi, np.int32), rows.astype(np.int64), pose[rows].astype(np.float32),
+                       motion, prev_ok, np.where(prev_ok, prev, -1).astype(np.int64))
+
+    @property
+    def dim(self) -> int:
+        return int(self.targets.pose.shape[1])
+
+    def subset(self, idx: np.ndarray) -> "FrameDataset":
+        return FrameDataset(self.paths, self.targets, idx)
+
+    def target_mean(self) -> np.ndarray:
+        """The trivial predictor: the training mean of [p_t, Δp] (Δp over rows that have one)."""
+        t = self.targets
+        idx = self.train_idx
+        mv = idx[t.motion_valid[idx]]
+        motion_mean = t.motion[mv].mean(0) if len(mv) else np.zeros(self.dim, np.float32)
+        return np.concatenate([t.pose[idx].mean(0), motion_mean]).astype(np.float32)
+
+    def rgb_stats(self, count: int = 512, seed: int = 0) -> tuple[list[float], list[float]]:
+        """Per-channel mean / std of training crops in ±1 units (the student's input normalization)."""
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(self.train_idx, size=min(count, len(self.train_idx)), replace=False)
+        subset = self.subset(np.sort(pick))
+        batch = subset.__getitems__(list(range(len(pick))))
+        subset.close()
+        x = batch["rgb"].numpy().astype(np.float64) / 127.5 - 1.0
+        mean = x.reshape(-1, 3).mean(0)
+        std = np.maximum(x.reshape(-1, 3).std(0), 1e-3)
+        return [float(v) for v in mean], [float(v) for v in std]
+
+
+class FrameDataset(torch.utils.data.Dataset):
+    """Rows ``idx`` (into ``Targets``) → batches of uint8 images and float targets."""
+
+    def __init__(self, paths: list[str], targets: Targets, idx: np.ndarray) -> None:
+        self.paths = paths
+        self.targets = targets
+        self.idx = np.asarray(idx, dtype=np.int64)
+        self._open: dict[int, VideoStore] = {}
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getstate__(self) -> dict[str, Any]:  # loader workers open their own files
+        state = dict(self.__dict__)
+        state["_open"] = {}
+        return state
+
+    def _video(self, vi: int) -> VideoStore:
+        if vi not in self._open:
+            self._open[vi] = VideoStore(self.paths[vi])
+        return self._open[vi]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        batch = self.__getitems__([i])
+        return {k: (v[0] if v is not None else None) for k, v in batch.items()}
+
+    def __getitems__(self, items: list[int]) -> dict[str, torch.Tensor | None]:
+        rows = self.idx[np.asarray(items, dtype=np.int64)]
+        return self.read_rows(rows)
+
+    def read_rows(self, rows: np.ndarray, prev: bool = False) -> dict[str, torch.Tensor | None]:
+        """Images and targets of target rows ``rows``; ``prev`` reads each one's previous frame instead."""
+        t = self.targets
+        n = len(rows)
+        rgb = np.empty((n, 128, 128, 3), np.uint8)
+        flow = np.empty((n, 2, 128, 128), np.uint8)
+        mask: np.ndarray | None = None
+        videos = t.video[rows]
+        file_rows = t.prev_row[rows] if prev else t.row[rows]
+        for vi in np.unique(videos):
+            sel = np.flatnonzero(videos == vi)
+            order = sel[np.argsort(file_rows[sel], kind="stable")]
+            c, f, m = self._video(int(vi)).images(file_rows[order])
+            rgb[order], flow[order] = c, f
+            if m is not None:
+                if mask is None:
+                    mask = np.full((n, 128, 128), 255, np.uint8)
+                mask[order] = m
+        target = np.concatenate([t.pose[rows], t.motion[rows]], axis=1)
+        return {"rgb": torch.from_numpy(rgb), "flow": torch.from_numpy(flow),
+                "mask": None if mask is None else torch.from_numpy(mask),
+                "target": torch.from_numpy(target), "motion_valid": torch.from_numpy(t.motion_valid[rows])}
+
+    def close(self) -> None:
+        for video in self._open.values():
+            video.close()
+        self._open.clear()
+
+
+def whole_batch(batch: Any) -> Any:
+    """The DataLoader's collate_fn: ``__getitems__`` already built the batch."""
+    return batch
+
+
+class RandomFrameSampler(torch.utils.data.Sampler[int]):
+    """``epoch_size`` positions drawn uniformly from ``n`` (without replacement while they last).
+
+    Seeded by (seed, epoch); under DDP each rank takes every ``world``-th draw.
+    """
+
+    def __init__(self, n: int, epoch_size: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
+        self.n, self.epoch_size, self.seed, self.rank, self.world = n, epoch_size, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def draws(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        parts, left = [], self.epoch_size
+        while left > 0:
+            take = min(left, self.n)
+            parts.append(rng.permutation(self.n)[:take])
+            left -= take
+        return np.concatenate(parts)[self.rank::self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.draws().tolist())
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.epoch_size, self.world))
+
+
+def pose2d_teacher(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The 2D pose teacher's target: the stored 26-d VPD-normalized joints."""
+    pose = arrays["pose"]
+    assert pose.shape[1] == FEATURE_DIM
+    return pose.astype(np.float32)

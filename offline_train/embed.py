@@ -1,0 +1,133 @@
+"""Embed a prepared corpus with a distilled student: per-video feature arrays for the heads.
+
+The student runs through the very code path of the stream's ``student`` plugin
+(``plugins.student.resolve_student`` / ``student_engine`` / ``flip_inputs``, the same
+engines), so the embedding of a frame here equals the one ``vpd-stream run`` computes for
+that frame of that file with the same engine.
+
+Output, in ``FEATURES/``:
+
+* ``NAME.npz`` per video — ``embedding`` (n, d) and ``embedding_flipped`` (n, d) float32,
+  ``frame`` (n,) int64, ``pts`` (n,) float64, ``track_id`` (n,) int32, ``pose_score``
+  (n,) float32: one row per (frame, athlete) of the store, in the store's row order;
+* ``features.json`` — the model (path, sha256, d, teacher), engine, and the videos.
+
+Each file is written to a temporary name and renamed, so it is complete or absent.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vpd_stream.errors import ConfigError, InputError
+
+from .corpus.store import VideoStore, open_store
+
+FORMAT = "vpd-stream/features"
+
+
+@dataclass
+class EmbedOptions:
+    store: str
+    model: str
+    out: str
+    engine: str = "onnxruntime"
+    precision: str | None = None
+    max_batch: int = 32
+    device: str = "cpu"
+    threads: int = 0
+    cache_dir: str | None = None
+    progress: bool = True
+
+
+def load_features(path: str | Path) -> dict[str, np.ndarray]:
+    """One video's feature arrays (what the heads read)."""
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def embed_rows(engine, rgb: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of crops and of their mirrors, batched exactly as the student plugin does."""
+    from engines import run_chunked
+    from plugins.student import flip_inputs
+
+    rgb_f, flow_f = flip_inputs(rgb, flow)
+    out = run_chunked(engine, {"rgb": np.concatenate([rgb, rgb_f]), "flow": np.concatenate([flow, flow_f])})["embedding"]
+    n = len(rgb)
+    return out[:n].astype(np.float32), out[n:].astype(np.float32)
+
+
+def embed_store(opts: EmbedOptions) -> dict[str, Any]:
+    from engines import BACKENDS
+    from plugins.student import resolve_student, student_engine
+
+    if opts.engine not in BACKENDS:
+        raise ConfigError(f"unknown engine '{opts.engine}'; choose one of {', '.join(BACKENDS)}")
+    if opts.max_batch < 2:
+        raise ConfigError("--max-batch must be at least 2 (a crop and its mirror)")
+    store = open_store(opts.store)
+    student = resolve_student(opts.model)
+    precision = opts.precision or ("fp16" if opts.engine == "tensorrt" else "fp32")
+    engine = student_engine(student, opts.engine, precision=precision, max_batch=opts.max_batch,
+                            device=opts.device if opts.engine != "tensorrt" else "cuda",
+                            threads=opts.threads, cache_root=opts.cache_dir)
+    out = Path(opts.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {out}: {exc.strerror or exc}") from None
+    names = store.complete_videos()
+    total = 0
+    videos: dict[str, Any] = {}
+    bar = None
+    if opts.progress:
+        from tqdm import tqdm
+
+        rows_total = 0
+        for name in names:
+            with store.open(name) as v:
+                rows_total += v.rows
+        bar = tqdm(total=rows_total, desc="embed", unit="frame")
+    # The plugin runs max_batch // 2 crops (plus their mirrors) per engine call; so do we.
+    per_call = max(1, opts.max_batch // 2)
+    try:
+        for name in names:
+            with store.open(name) as video:
+                d = student.dim
+                emb = np.zeros((video.rows, d), np.float32)
+                flipped = np.zeros((video.rows, d), np.float32)
+                for sl, crops, flows in video.iter_blocks(per_call):
+                    if crops.shape[1:3] != (student.input_size, student.input_size):
+                        raise ConfigError(f"{name}: the store's crops are {crops.shape[1]}px, the model expects "
+                                          f"{student.input_size}px; prepare the corpus with a matching crop size")
+                    emb[sl], flipped[sl] = embed_rows(engine, crops, flows)
+                    if bar is not None:
+                        bar.update(sl.stop - sl.start)
+                a = video.arrays
+                arrays = {"embedding": emb, "embedding_flipped": flipped, "frame": a["frame"], "pts": a["pts"],
+                          "track_id": a["track_id"], "pose_score": a["pose_score"]}
+                attrs = video.attrs()
+            path = out / f"{name}.npz"
+            tmp = out / f"{name}.tmp-{os.getpid()}.npz"
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+            videos[name] = {"file": path.name, "rows": int(len(emb)), "source": attrs.get("source", ""),
+                            "fps": attrs.get("fps")}
+            total += len(emb)
+    finally:
+        if bar is not None:
+            bar.close()
+        engine.close()
+    manifest = {"format": FORMAT, "version": 1, "dim": student.dim,
+                "model": {"path": str(opts.model), "sha256": student.weights_sha256,
+                          "teacher": student.sidecar.get("teacher")},
+                "engine": opts.engine, "precision": precision, "store": str(opts.store), "videos": videos}
+    tmp = out / f"features.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out / "features.json")
+    return {"videos": len(videos), "rows": total, "dim": student.dim}
