@@ -251,6 +251,9 @@ class RAFT(nn.Module):
             raise ValueError(f"RAFT inputs differ in shape: {tuple(image1.shape)} vs {tuple(image2.shape)}")
         if h % 8 or w % 8:
             raise ValueError(f"RAFT input height and width must be divisible by 8, got {h}×{w}")
+        smallest = 8 * 2 ** self.corr_block.num_levels  # the coarsest correlation level needs ≥ 2 cells
+        if h < smallest or w < smallest:
+            raise ValueError(f"RAFT input must be at least {smallest}×{smallest}, got {h}×{w}")
         fmap1, fmap2 = torch.chunk(self.feature_encoder(torch.cat([image1, image2], dim=0)), 2, dim=0)
         pyramid = self.corr_block.build_pyramid(fmap1, fmap2)
         hidden_size = self.update_block.hidden_state_size
@@ -332,7 +335,12 @@ def load_raft(path: str | Path, variant: str = "small", num_flow_updates: int = 
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     model = build_raft(variant, num_flow_updates)
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ModelError(f"RAFT weights file {path} does not match raft_{variant} "
+                         f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}); "
+                         "is it the other variant?") from None
     if result.missing_keys or result.unexpected_keys:
         raise ModelError(
             f"RAFT weights file {path} does not match raft_{variant} (missing {len(result.missing_keys)} keys, "

@@ -1,0 +1,281 @@
+"""Perception stages on the real videos: per-stage ms/frame, and tracking/pose quality.
+
+    python -m offline_train.benchmarks.perception [--frames 30] [--raft-frames 4]
+    python -m offline_train.benchmarks.perception --quality [--annotate DIR]
+
+Speed: lunge_cam01 (a real athlete, 1080×1920 portrait) at 1080p as decoded and resized
+to 720p, subsampled to 25 fps. Every stage is timed on the same frames in one run:
+the detectors alone, the tracker's update alone (replaying the detections), the tracker
+plugin (detect every N frames), pose, crop, DIS flow at each preset and RAFT-small on the
+CPU (untrained weights: the cost does not depend on them). Ratios are printed against
+the 10 ms/frame target for tracker+crop+flow and RAFT-small against DIS.
+
+Quality: per lunge camera, the distinct athlete ids and the fraction of frames whose
+BlazePose mean joint score is ≥ 0.5; on pedestrians_vtest (many people), the track count,
+how long tracks live and how often the athlete choice changes.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import av
+import cv2
+import numpy as np
+
+from vpd_stream.frame import Frame
+
+TARGET_MS = 10.0
+
+
+def data_dir() -> Path:
+    env = os.environ.get("VPD_DATA_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    if not path.is_dir():
+        raise SystemExit(f"real data not found at {path}; set VPD_DATA_DIR")
+    return path
+
+
+def decode(path: Path, fps: float = 25.0, limit: int | None = None, height: int | None = None,
+           stream_id: str = "s") -> Iterator[Frame]:
+    """Frames resampled to ``fps`` by timestamp, with prev_rgb = the source frame prev_step earlier."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        src_fps = float(stream.average_rate or fps)
+        step = max(1, round(src_fps / fps)) if src_fps > fps else 1
+        history: collections.deque[np.ndarray] = collections.deque(maxlen=step + 1)
+        next_t, n = 0.0, 0
+        for frame in container.decode(stream):
+            rgb = frame.to_ndarray(format="rgb24")
+            if height is not None and rgb.shape[0] != height:
+                scale = height / rgb.shape[0]
+                rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), height), interpolation=cv2.INTER_AREA)
+            history.append(rgb)
+            t = float(frame.time or 0.0)
+            if t + 1e-6 < next_t:
+                continue
+            next_t += 1.0 / min(fps, src_fps)
+            prev = history[0] if len(history) == step + 1 else None
+            yield Frame(stream_id, n, t, rgb, source_index=frame.index if hasattr(frame, "index") else n,
+                        source_fps=src_fps, target_fps=fps, prev_rgb=prev, prev_step=step)
+            n += 1
+            if limit is not None and n >= limit:
+                return
+
+
+def _ms(times: list[float]) -> float:
+    return 1000.0 * statistics.median(times) if times else float("nan")
+
+
+def _time_each(fn: Any, items: list[Any]) -> list[float]:
+    out = []
+    for item in items:
+        t0 = time.perf_counter()
+        fn(item)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+class _Replay:
+    """A detector that returns detections recorded earlier (times the tracker alone)."""
+
+    def __init__(self, results: list[list[Any]]) -> None:
+        self.results, self.i = results, 0
+
+    def detect(self, rgb: np.ndarray) -> list[Any]:
+        out = self.results[self.i % len(self.results)]
+        self.i += 1
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def bench_resolution(video: Path, height: int, frames: int, raft_frames: int) -> dict[str, float]:
+    from plugins.crop import CropPlugin
+    from plugins.flow import FlowPlugin
+    from plugins.pose import PosePlugin
+    from plugins.tracker import TrackerPlugin
+    from vpd_stream.detection import BlazePoseDetector, HogDetector
+
+    clip = list(decode(video, limit=frames, height=height))
+    rgbs = [f.rgb for f in clip]
+    r: dict[str, float] = {}
+    blaze = BlazePoseDetector()
+    blaze.detect(rgbs[0])  # warm-up
+    r["detector blazepose (per call)"] = _ms(_time_each(blaze.detect, rgbs))
+    recorded = [blaze.detect(x) for x in rgbs]
+    hog = HogDetector(max_side=640)
+    r["detector hog, side 640 (per call)"] = _ms(_time_each(hog.detect, rgbs[:8]))
+
+    replay = TrackerPlugin(TrackerPlugin.Options(detect_every=1))
+    replay.setup(replay.context)
+    replay._detector = _Replay(recorded)
+    r["tracker update (norfair + athlete selection)"] = _ms(_time_each(lambda f: replay.process([f]), _copies(clip)))
+
+    chain_frames = _copies(clip)
+    tracker = TrackerPlugin()
+    tracker.setup(tracker.context)
+    tracker.process([_copies(clip)[0]])  # warm-up on its own stream state
+    tracker._streams.clear()
+    t_track = _time_each(lambda f: tracker.process([f]), chain_frames)
+    r[f"tracker plugin (detect every {tracker.options.detect_every})"] = 1000 * statistics.mean(t_track)
+
+    crop = CropPlugin()
+    t_crop = _time_each(lambda f: crop.process([f]), chain_frames)
+    r["crop (current + previous)"] = _ms(t_crop)
+    flows: dict[str, list[float]] = {}
+    for preset in ("ultrafast", "fast", "medium"):
+        plugin = FlowPlugin(FlowPlugin.Options(dis_preset=preset))
+        flows[preset] = _time_each(lambda f: plugin.process([f]), chain_frames)
+        r[f"flow DIS {preset}"] = _ms(flows[preset])
+    chain = [a + b + c for a, b, c in zip(t_track, t_crop, flows["fast"])]
+    r["chain tracker+crop+flow(DIS fast), mean"] = 1000 * statistics.mean(chain)
+
+    pose = PosePlugin()
+    pose.setup(pose.context)
+    pose.process([chain_frames[0]])  # warm-up
+    r["pose (BlazePose full, per athlete)"] = _ms(_time_each(lambda f: pose.process([f]), chain_frames))
+    pose.close()
+
+    if raft_frames > 0:
+        import torch
+
+        from engines.torch_engine import TorchEngine
+        from plugins.flow import _raft_uint8_module
+        from vpd_stream.models.raft import build_raft
+
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        engine = TorchEngine(_raft_uint8_module(build_raft("small")), max_batch=1)
+        crops = [f.annotations["crop"] for f in chain_frames if f.annotations.get("crop")][:raft_frames + 1]
+        pairs = [next(iter(c.values())) for c in crops]
+        run = lambda c: engine.run({"image1": c.prev_rgb[None], "image2": c.rgb[None]})  # noqa: E731
+        run(pairs[0])
+        r["flow RAFT-small, 12 iterations, CPU"] = _ms(_time_each(run, pairs[1:]))
+    return r
+
+
+def _copies(clip: list[Frame]) -> list[Frame]:
+    return [Frame(f.stream_id, f.index, f.pts, f.rgb, f.source_index, f.source_fps, f.target_fps, f.prev_rgb,
+                  f.prev_step) for f in clip]
+
+
+def speed(frames: int, raft_frames: int) -> None:
+    video = data_dir() / "videos" / "lunge_cam01.mp4"
+    print(f"perception stages on {video.name}, {frames} frames at 25 fps, {os.cpu_count()} CPU cores, "
+          f"cv2 threads {cv2.getNumThreads()}")
+    results = {h: bench_resolution(video, h, frames, raft_frames) for h in (1280, 1920)}
+    names = list(results[1280])
+    print(f"{'stage':50s} {'720p ms':>9s} {'1080p ms':>9s}")
+    for name in names:
+        print(f"{name:50s} {results[1280][name]:9.2f} {results[1920].get(name, float('nan')):9.2f}")
+    for h, label in ((1280, "720p"), (1920, "1080p")):
+        chain = results[h]["chain tracker+crop+flow(DIS fast), mean"]
+        print(f"{label}: chain / {TARGET_MS:.0f} ms target = {chain / TARGET_MS:.2f}"
+              + (f"; RAFT-small / DIS fast = {results[h]['flow RAFT-small, 12 iterations, CPU'] / results[h]['flow DIS fast']:.0f}x"
+                 if raft_frames > 0 else ""))
+
+
+@dataclass
+class TrackStats:
+    frames: int
+    track_ids: collections.Counter
+    athlete_per_frame: list[tuple[int, ...]]
+    pose_scores: list[float]
+
+    @property
+    def athlete_ids(self) -> set[int]:
+        return {tid for ids in self.athlete_per_frame for tid in ids}
+
+    @property
+    def athlete_coverage(self) -> float:
+        return sum(1 for ids in self.athlete_per_frame if ids) / max(1, self.frames)
+
+    @property
+    def athlete_changes(self) -> int:
+        firsts = [ids[0] for ids in self.athlete_per_frame if ids]
+        return sum(1 for a, b in zip(firsts, firsts[1:]) if a != b)
+
+    @property
+    def confident_fraction(self) -> float:
+        return float(np.mean(np.array(self.pose_scores) >= 0.5)) if self.pose_scores else 0.0
+
+
+def run_chain(video: Path, plugins: list[Any], limit: int | None = None, annotate: Path | None = None) -> TrackStats:
+    for p in plugins:
+        p.setup(p.context)
+    writer = None
+    stats = TrackStats(0, collections.Counter(), [], [])
+    for frame in decode(video, limit=limit):
+        for p in plugins:
+            p.process([frame])
+        tracks = frame.annotations.get("tracks", {})
+        stats.frames += 1
+        stats.track_ids.update(tracks.keys())
+        stats.athlete_per_frame.append(tuple(t for t, tr in tracks.items() if tr.is_athlete))
+        if "pose" in frame.annotations:
+            stats.pose_scores.append(max([p.mean_score for p in frame.annotations["pose"].values()], default=0.0))
+        if annotate is not None:
+            image = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
+            for p in plugins:
+                p.draw(frame, image)
+            cv2.putText(image, f"frame {frame.index}", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 255), 2)
+            if writer is None:
+                annotate.parent.mkdir(parents=True, exist_ok=True)
+                writer = cv2.VideoWriter(str(annotate), cv2.VideoWriter_fourcc(*"mp4v"), 10.0,
+                                         (image.shape[1], image.shape[0]))
+            writer.write(image)
+    for p in plugins:
+        p.close()
+    if writer is not None:
+        writer.release()
+    return stats
+
+
+def quality(annotate_dir: str | None, pedestrian_frames: int | None) -> None:
+    from plugins.pose import PosePlugin
+    from plugins.tracker import TrackerPlugin
+
+    videos = data_dir() / "videos"
+    out = Path(annotate_dir) if annotate_dir else None
+    print("| video | frames (25 fps) | track ids | athlete ids | frames with athlete | pose mean score ≥ 0.5 |")
+    print("|---|---|---|---|---|---|")
+    for cam in range(1, 5):
+        name = f"lunge_cam{cam:02d}.mp4"
+        s = run_chain(videos / name, [TrackerPlugin(), PosePlugin()],
+                      annotate=out / f"{name[:-4]}_annotated.mp4" if out else None)
+        print(f"| {name} | {s.frames} | {len(s.track_ids)} | {sorted(s.athlete_ids)} | "
+              f"{s.athlete_coverage:.0%} | {s.confident_fraction:.0%} |")
+    s = run_chain(videos / "pedestrians_vtest.avi", [TrackerPlugin(TrackerPlugin.Options(detector="hog"))],
+                  limit=pedestrian_frames, annotate=out / "pedestrians_annotated.mp4" if out else None)
+    lengths = np.array(list(s.track_ids.values()))
+    held = collections.Counter(ids[0] for ids in s.athlete_per_frame if ids)
+    print(f"\npedestrians_vtest.avi (HOG, detect every frame): {s.frames} frames, {len(s.track_ids)} tracks, "
+          f"{int((lengths >= 10).sum())} lasting ≥ 10 frames, median track length {int(np.median(lengths))} frames; "
+          f"athlete present on {s.athlete_coverage:.0%} of frames, choice changed {s.athlete_changes} times; "
+          f"frames held per athlete id: {dict(held.most_common())}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=30, help="frames per resolution for the speed run")
+    parser.add_argument("--raft-frames", type=int, default=3, help="crops timed for RAFT-small (0 = skip)")
+    parser.add_argument("--quality", action="store_true", help="tracking/pose quality instead of speed")
+    parser.add_argument("--annotate", help="with --quality: write annotated videos into this directory")
+    parser.add_argument("--pedestrian-frames", type=int, default=None, help="with --quality: limit pedestrians_vtest")
+    args = parser.parse_args()
+    cv2.setNumThreads(min(2, os.cpu_count() or 1))
+    if args.quality:
+        quality(args.annotate, args.pedestrian_frames)
+    else:
+        speed(args.frames, args.raft_frames)
+
+
+if __name__ == "__main__":
+    main()
