@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from engines import create_engine, run_chunked
 from engines.cache import TensorRTKey, cache_dir, onnx_cache_path
 from engines.commands import export as export_command
-from engines.export import export_student, onnx_metadata
+from engines.export import onnx_metadata
 from engines.onnxruntime_engine import OnnxRuntimeEngine
 from engines.torch_engine import TorchEngine
 from plugins.student import StudentPlugin
@@ -41,8 +41,21 @@ def student() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def onnx_file(student, tmp_path_factory) -> Path:
-    return export_student(student, tmp_path_factory.mktemp("onnx") / "student.onnx", sidecar={"dim": 26})
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def ort_plugin(cache) -> StudentPlugin:
+    """The random_init student on the default engine; its ONNX export is made here, once."""
+    plugin = StudentPlugin(StudentPlugin.Options(random_init=True, cache_dir=str(cache), max_batch=4))
+    plugin.setup(PluginContext(engine="onnxruntime"))
+    return plugin
+
+
+@pytest.fixture(scope="module")
+def onnx_file(ort_plugin) -> Path:
+    return ort_plugin.engine.model_path
 
 
 def test_export_has_dynamic_batch_uint8_inputs_and_opset_17(onnx_file: Path) -> None:
@@ -54,14 +67,15 @@ def test_export_has_dynamic_batch_uint8_inputs_and_opset_17(onnx_file: Path) -> 
         assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
     types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
     assert types == {"rgb": onnx.TensorProto.UINT8, "flow": onnx.TensorProto.UINT8}
-    assert json.loads(onnx_metadata(onnx_file)["vpd_student"]) == {"dim": 26}
+    sidecar = json.loads(onnx_metadata(onnx_file)["vpd_student"])
+    assert sidecar["dim"] == 26 and sidecar["teacher"] == "random" and sidecar["architecture"] == "resnet34"
 
 
 def test_onnxruntime_matches_torch_for_every_batch_size(student, onnx_file) -> None:
     ref = TorchEngine(student, max_batch=8)
     ort = OnnxRuntimeEngine(onnx_file, max_batch=8, threads=2)
     assert ort.input_names == ["rgb", "flow"] and ort.output_names == ["embedding"]
-    for n in (1, 3, 8):
+    for n in (1, 5):
         x = fresh_inputs(n)
         assert rel(ref.run(x)["embedding"], ort.run(x)["embedding"]) <= 1e-4
 
@@ -150,51 +164,47 @@ def _frames(streams: int, tracks: int, frames: int) -> list[Frame]:
     return out
 
 
-def _plugin(tmp_path: Path, **options) -> StudentPlugin:
-    plugin = StudentPlugin(StudentPlugin.Options(random_init=True, cache_dir=str(tmp_path), **options))
-    plugin.setup(PluginContext(engine="onnxruntime"))
-    return plugin
-
-
-def test_student_plugin_embeds_every_track_across_streams(tmp_path) -> None:
-    plugin = _plugin(tmp_path, max_batch=4)  # 2 streams × 2 tracks × 2 frames = 16 rows: 4 engine calls
+def test_student_plugin_embeds_every_track_across_streams(ort_plugin, student) -> None:
+    plugin = ort_plugin  # max_batch 4: 2 streams × 2 tracks × 1 frame, with mirrors = 8 rows, 2 calls
     assert plugin.engine.backend == "onnxruntime" and plugin.batch_size == 2
-    frames = _frames(2, 2, 2)
+    frames = _frames(2, 2, 1)
     frames[0].annotations["flow"].pop(1)  # a track without flow yet gets no embedding
     plugin.process(frames)
-    ref = TorchEngine(build_student(StudentConfig(dim=26), seed=0).eval(), max_batch=64)
     from plugins.student import flip_inputs
 
+    keys = [(f, t) for f in frames for t in f.annotations["flow"]]
+    rgb = np.stack([f.annotations["crop"][t].rgb for f, t in keys])
+    flow = np.stack([f.annotations["flow"][t] for f, t in keys])
+    ref = TorchEngine(student, max_batch=16)
+    plain = ref.run({"rgb": rgb, "flow": flow})["embedding"]
+    rgb_f, flow_f = flip_inputs(rgb, flow)
+    mirrored = ref.run({"rgb": rgb_f, "flow": flow_f})["embedding"]
     for f in frames:
-        emb = f.annotations["embedding"]
-        assert set(emb) == set(f.annotations["flow"])
-        for tid, e in emb.items():
-            assert isinstance(e, Embedding) and e.vector.shape == (26,) and e.flipped.shape == (26,)
-            crop, flow = f.annotations["crop"][tid].rgb[None], f.annotations["flow"][tid][None]
-            assert rel(ref.run({"rgb": crop, "flow": flow})["embedding"][0], e.vector) <= 1e-4
-            rgb_f, flow_f = flip_inputs(crop, flow)
-            assert rel(ref.run({"rgb": rgb_f, "flow": flow_f})["embedding"][0], e.flipped) <= 1e-4
+        assert set(f.annotations["embedding"]) == set(f.annotations["flow"])
+    for i, (f, t) in enumerate(keys):
+        e = f.annotations["embedding"][t]
+        assert isinstance(e, Embedding) and e.vector.shape == (26,) and e.flipped.shape == (26,)
+        assert rel(plain[i], e.vector) <= 1e-4 and rel(mirrored[i], e.flipped) <= 1e-4
     record = plugin.describe(frames[1])
     assert set(record["tracks"]) == {0, 1} and len(record["tracks"][0]["embedding_flipped"]) == 26
     json.dumps(record)
-    plugin.close()
 
 
-def test_student_plugin_torch_engine_and_cached_export(tmp_path) -> None:
-    frames = _frames(1, 1, 2)
-    torch_plugin = StudentPlugin(StudentPlugin.Options(random_init=True, engine="torch", cache_dir=str(tmp_path)))
+def test_student_plugin_torch_engine_and_cached_export(cache, ort_plugin) -> None:
+    frames = _frames(1, 1, 1)
+    torch_plugin = StudentPlugin(StudentPlugin.Options(random_init=True, engine="torch", cache_dir=str(cache)))
     torch_plugin.setup(PluginContext(engine="onnxruntime"))
     assert torch_plugin.engine.backend == "torch"
     torch_plugin.process(frames)
     a = frames[0].annotations["embedding"][0].vector
-    ort_plugin = _plugin(tmp_path)
     ort_plugin.process(frames)
     assert rel(a, frames[0].annotations["embedding"][0].vector) <= 1e-4
-    exported = list((tmp_path / "onnx").glob("*.onnx"))
-    assert len(exported) == 1
+    exported = list((cache / "onnx").glob("*.onnx"))
+    assert exported == [ort_plugin.engine.model_path]
     mtime = exported[0].stat().st_mtime_ns
-    _plugin(tmp_path)  # a second setup reuses the cached export
-    assert exported[0].stat().st_mtime_ns == mtime
+    again = StudentPlugin(StudentPlugin.Options(random_init=True, cache_dir=str(cache)))
+    again.setup(PluginContext(engine="onnxruntime"))  # reuses the cached export
+    assert again.engine.model_path == exported[0] and exported[0].stat().st_mtime_ns == mtime
 
 
 def test_student_plugin_without_model_says_how_to_get_one(tmp_path) -> None:
@@ -205,10 +215,10 @@ def test_student_plugin_without_model_says_how_to_get_one(tmp_path) -> None:
     with pytest.raises(ConfigError, match="engine"):
         StudentPlugin(StudentPlugin.Options(engine="tflite"))
     with pytest.raises(ModelError, match="d=26"):
-        _plugin(tmp_path, dim=64)
+        StudentPlugin(StudentPlugin.Options(random_init=True, dim=64)).setup(PluginContext())
 
 
-def test_export_command_writes_an_onnx_the_plugin_runs(tmp_path) -> None:
+def test_export_command_writes_an_onnx_the_plugin_runs(tmp_path, ort_plugin) -> None:
     out = tmp_path / "student.onnx"
     result = CliRunner().invoke(export_command, ["--random-init", "--seed", "0", "-o", str(out)])
     assert result.exit_code == 0, result.output
@@ -216,10 +226,8 @@ def test_export_command_writes_an_onnx_the_plugin_runs(tmp_path) -> None:
     plugin.setup(PluginContext(engine="onnxruntime"))
     frames = _frames(1, 1, 1)
     plugin.process(frames)
-    ref = _plugin(tmp_path)
-    ref_frames = [frames[0]]
     v = frames[0].annotations["embedding"][0].vector.copy()
-    ref.process(ref_frames)
+    ort_plugin.process(frames)
     assert rel(v, frames[0].annotations["embedding"][0].vector) <= 1e-6
     with pytest.raises(ModelError, match="torch engine needs"):
         StudentPlugin(StudentPlugin.Options(model=str(out), engine="torch")).setup(PluginContext())
