@@ -78,11 +78,13 @@ def prepare(videos, out, config_path, workers, ray_address, fps, device, engine,
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="Torch threads on CPU (0 = default).")
 @click.option("--no-augment", is_flag=True, help="Train without augmentation.")
+@click.option("--architecture", type=click.Choice(["resnet34", "resnet18"]), default="resnet34", show_default=True,
+              help="The student's backbone (the paper's is resnet34; resnet18 for quick runs).")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def distill(store, out, teacher, vipe_model, threshold, val_fraction, epochs, epoch_size, batch_size, lr,
             no_motion, resume, device, amp, channels_last, loader_workers, val_frames, seed, threads,
-            no_augment, quiet, verbose):
+            no_augment, architecture, quiet, verbose):
     """Distill the pose teacher into the student F (ResNet-34 on RGB + flow) from STORE."""
     from .distill.train import DistillOptions, distill as run, run_dir
 
@@ -92,6 +94,7 @@ def distill(store, out, teacher, vipe_model, threshold, val_fraction, epochs, ep
                           lr=lr, motion=not no_motion, seed=seed, loader_workers=loader_workers,
                           val_frames=val_frames, resume=resume, device=device, amp=amp,
                           channels_last=channels_last, augment=not no_augment, threads=threads,
+                          architecture=architecture,
                           progress=not quiet)
     results = run(opts)
     best, trivial = results["best"], results["trivial"]

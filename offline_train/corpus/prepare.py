@@ -35,6 +35,9 @@ class PrepareSettings:
     config_path: str | None = None  # TOML whose [plugins.*] tables configure the chain
     max_frames: int | None = None  # stop each video after this many frames (smoke runs)
     threads: int = 1  # torch / OpenCV threads per worker process
+    # "module:function" returning the plugin list, instead of the standard chain: for a
+    # custom chain (it must still provide tracks, crop and flow) and for tests.
+    chain_factory: str | None = None
 
 
 class StoreSink:
@@ -110,6 +113,11 @@ def build_chain(settings: PrepareSettings) -> list:
     from vpd_stream.cli import build_plugins
     from vpd_stream.config import load_config
 
+    if settings.chain_factory:
+        import importlib
+
+        module, _, attr = settings.chain_factory.partition(":")
+        return list(getattr(importlib.import_module(module), attr)())
     config = load_config(settings.config_path)
     config.pipeline.chain = list(CHAIN)
     return build_plugins(config)
@@ -136,7 +144,7 @@ def prepare_video(source: str, name: str, store_root: str, settings: PrepareSett
         video.check()
     except VpdError as exc:
         return VideoEntry(name, source, "failed", error=str(exc))
-    attrs = {"teacher": "pose2d", "chain": list(CHAIN), "options": plugin_options(plugins),
+    attrs = {"teacher": "pose2d", "chain": [p.name for p in plugins], "options": plugin_options(plugins),
              "max_frames": settings.max_frames if settings.max_frames is not None else -1}
     sink = StoreSink(store, name, source, attrs, on_frame)
     context = PluginContext(device=settings.device, engine=settings.engine, target_fps=settings.fps,

@@ -275,7 +275,7 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
             if rt.device.type == "cuda":
                 torch.cuda.synchronize(rt.device)
             n = len(pred)
-            sums += [float(loss) * n, float(pose_err.sum()), float(mot_err.sum())]
+            sums += [float(loss.detach()) * n, float(pose_err.sum()), float(mot_err.sum())]
             seen += n
             compute_s += time.perf_counter() - t0
             if bar is not None:
