@@ -1,0 +1,139 @@
+"""Click commands for VIPE*: ``train_vipe`` (``vpd-stream train-vipe``) and ``eval_vipe``
+(``vpd-stream eval-vipe``)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+from vpd_stream.errors import ConfigError
+
+_REPO = Path(__file__).resolve().parents[1]
+DEFAULT_WEIGHTS = _REPO / "vpd_stream" / "models" / "weights" / "vipe_default.safetensors"
+DEFAULT_CACHE = _REPO / ".cache" / "vipe"
+
+
+def _data_path(given: str | None, sub: str, what: str, required: bool = True) -> Path | None:
+    """``given``, else $VPD_DATA_DIR/sub, else ../shared/data/sub next to the repository."""
+    if given:
+        root = Path(given)
+    elif os.environ.get("VPD_DATA_DIR"):
+        root = Path(os.environ["VPD_DATA_DIR"]) / sub
+    else:
+        root = _REPO.parent / "shared" / "data" / sub
+    if root.is_dir():
+        return root
+    if required:
+        raise ConfigError(f"{what} not found at {root}; pass its folder explicitly or set VPD_DATA_DIR")
+    return None
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@click.command("train-vipe")
+@click.option("--data", type=click.Choice(["msr", "synthetic", "both"]), default="both", show_default=True,
+              help="3D poses to train on: MSR Action3D (subjects 1-8), procedural poses, or both.")
+@click.option("--msr", "msr_dir", type=click.Path(file_okay=False), default=None,
+              help="MSR Action3D folder (with skeleton_real3d/); default $VPD_DATA_DIR/msr_action3d.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=str(DEFAULT_WEIGHTS), show_default=True,
+              help="Weights file (.safetensors; a .json sidecar is written next to it).")
+@click.option("--steps", type=int, default=3000, show_default=True)
+@click.option("--batch", "batch_poses", type=int, default=256, show_default=True,
+              help="3D poses per step (each rendered from two cameras).")
+@click.option("--dim", type=int, default=32, show_default=True, help="Embedding size.")
+@click.option("--vflip", is_flag=True, help="Save as the 64-d model (embedding of the pose + of its vertical flip).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--quick", is_flag=True, help="A tiny run (60 steps) to check the setup.")
+def train_vipe(data: str, msr_dir: str | None, output: str, steps: int, batch_poses: int, dim: int, vflip: bool,
+               seed: int, threads: int, quick: bool) -> None:
+    """Train the VIPE* view-invariant pose embedding and save it (safetensors + JSON)."""
+    from vpd_stream.models.vipe import VipeConfig
+
+    from .vipe.train import TrainConfig, train_and_save
+
+    if steps < 1 or batch_poses < 2:
+        raise ConfigError("--steps must be >= 1 and --batch >= 2")
+    msr = _data_path(msr_dir, "msr_action3d", "MSR Action3D", required=data != "synthetic" or msr_dir is not None)
+    cfg = TrainConfig(data=data, steps=60 if quick else steps, batch_poses=batch_poses, seed=seed, threads=threads,
+                      val_every=30 if quick else 500, val_poses=200 if quick else 1000,
+                      model=VipeConfig(dim=dim, vflip=vflip))
+    summary = train_and_save(cfg, msr, Path(output), log=click.echo)
+    last = summary["history"][-1]
+    base = summary["baseline_pose2d"]
+    click.echo(f"trained in {summary['train_seconds']:.0f} s; cross-view hit (held out): "
+               + ", ".join(f"{k} VIPE* {last[k + '_xview_hit']:.3f} vs 2D joints {v:.3f}" for k, v in base.items()))
+    click.echo(f"wrote {output} and {Path(output).with_suffix('.json').name}")
+
+
+@click.command("eval-vipe")
+@click.option("--model", "models", multiple=True, metavar="NAME=PATH",
+              help="A VIPE* model to evaluate (repeatable); default: the committed one, named 'vipe'.")
+@click.option("--part", type=click.Choice(["all", "penn", "lunge"]), default="all", show_default=True)
+@click.option("--penn", "penn_dir", type=click.Path(file_okay=False), default=None,
+              help="Penn Action folder (with labels/); default $VPD_DATA_DIR/penn_action.")
+@click.option("--videos", "videos_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder with lunge_cam01..04.mp4; default $VPD_DATA_DIR/videos.")
+@click.option("--subset", type=int, default=1, show_default=True,
+              help="Keep every N-th Penn test clip (smoke runs; numbers not comparable).")
+@click.option("--cache", type=click.Path(file_okay=False), default=str(DEFAULT_CACHE), show_default=True,
+              help="Where the lunge BlazePose keypoints and the Penn DTW costs are cached.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the Markdown here too.")
+def eval_vipe(models: tuple[str, ...], part: str, penn_dir: str | None, videos_dir: str | None, subset: int,
+              cache: str, output: str | None) -> None:
+    """Penn Action NNS-DTW / few-shot / cross-view tables and the lunge view-invariance table."""
+    import torch
+
+    from vpd_stream.models.vipe import load_vipe
+
+    from .vipe import evaluate as ev
+
+    torch.set_num_threads(1)
+    named: list[tuple[str, Path]] = []
+    for spec in models or (f"vipe={DEFAULT_WEIGHTS}",):
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--model takes NAME=PATH (e.g. vipe=weights.safetensors), got {spec!r}")
+        named.append((name, Path(path)))
+    loaded = [(name, load_vipe(path)) for name, path in named]
+    t0 = time.perf_counter()
+    sections = ["Models: " + ", ".join(f"`{n}` = {p.name}" for n, p in named) + "."]
+    if part in ("all", "penn"):
+        root = _data_path(penn_dir, "penn_action", "Penn Action")
+        train, test, splits = ev.load_penn(root, subset)
+        # DTW costs are cached per feature set (weights sha256) so a long evaluation can be
+        # run one model per call and assembled at the end.
+        cdir = Path(cache)
+        results = [ev.penn_evaluate(train, test, ev.pose2d_sequences(train), ev.pose2d_sequences(test), splits,
+                                    cache=cdir / f"penn_costs_pose2d_s{subset}.npz")]
+        click.echo(f"pose2d: NNS top-1 {results[-1].nns_top1:.4f} ({results[-1].seconds:.0f} s)")
+        for (name, model), (_, path) in zip(loaded, named):
+            key = _sha256(path)[:16]
+            results.append(ev.penn_evaluate(train, test, ev.vipe_sequences(model, train, name),
+                                            ev.vipe_sequences(model, test, name), splits,
+                                            cache=cdir / f"penn_costs_vipe_{key}_s{subset}.npz"))
+            click.echo(f"{name}: NNS top-1 {results[-1].nns_top1:.4f} ({results[-1].seconds:.0f} s)")
+        sections += ["### Penn Action" + (f" (every {subset}th test clip: smoke run)" if subset > 1 else ""), "",
+                     ev.penn_markdown(results, len(train), len(test))]
+    if part in ("all", "lunge"):
+        vids = _data_path(videos_dir, "videos", "the lunge videos")
+        poses = ev.lunge_poses(vids, Path(cache) / "lunge_poses.npz", log=click.echo)
+        f2d, f2d_flip, valid = ev.lunge_features(poses, None)
+        rows = [ev.view_invariance("2D joints", f2d, valid), ev.view_invariance("2D joints, best of flip", f2d, valid,
+                                                                                 flipped=f2d_flip)]
+        for name, model in loaded:
+            f, ff, _ = ev.lunge_features(poses, model)
+            rows.append(ev.view_invariance(name, f, valid))
+            rows.append(ev.view_invariance(f"{name}, best of flip", f, valid, flipped=ff))
+        sections += ["### Four-camera lunges: view invariance", "", ev.lunge_markdown(rows, poses.shape[1], 3)]
+    sections.append(f"Evaluation took {time.perf_counter() - t0:.0f} s.")
+    text = "\n".join(sections) + "\n"
+    click.echo(text)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")

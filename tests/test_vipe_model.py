@@ -1,0 +1,103 @@
+"""VIPE* model API: inputs, flips, the 64-d mode, saving and loading."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vpd_stream.errors import ModelError
+from vpd_stream.models.vipe import (INPUT_DIM, Vipe, VipeConfig, VipeTeacher, embed_poses, load_vipe,
+                                    normalize_batch, pose_inputs, save_vipe, vflip_inputs)
+from vpd_stream.skeleton import flip_keypoints_image, normalize_pose
+
+
+def _model(**kw) -> Vipe:
+    torch.manual_seed(0)
+    return Vipe(VipeConfig(hidden=64, **kw)).eval()
+
+
+def _keypoints(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(100, 500, (n, 13, 2))
+    return np.concatenate([xy, rng.uniform(0, 1, (n, 13, 1))], axis=-1).astype(np.float32)
+
+
+def test_normalize_batch_matches_the_skeleton_module():
+    kp = _keypoints(20)
+    kp[3, :] = 7.0  # degenerate: every joint at one point
+    ref = np.stack([normalize_pose(k) for k in kp])
+    np.testing.assert_allclose(normalize_batch(kp), ref, atol=1e-5)
+    assert np.all(normalize_batch(kp)[3] == 0)
+
+
+def test_inputs_from_pixels_features_and_scores_agree():
+    kp = _keypoints(5)
+    x = pose_inputs(kp)
+    assert x.shape == (5, INPUT_DIM) and x.dtype == np.float32
+    np.testing.assert_allclose(x[:, 26:], kp[..., 2], atol=1e-6)
+    feats = normalize_batch(kp).reshape(5, 26)
+    np.testing.assert_allclose(pose_inputs(feats, kp[..., 2]), x, atol=1e-5)  # idempotent normalization
+    np.testing.assert_allclose(pose_inputs(kp[..., :2])[:, 26:], 1.0)  # no scores: all 1
+    assert pose_inputs(kp.reshape(1, 5, 13, 3)).shape == (1, 5, INPUT_DIM)
+
+
+def test_embeddings_are_unit_deterministic_and_batched():
+    m = _model()
+    kp = _keypoints(50)
+    e = embed_poses(m, kp)
+    assert e.shape == (50, 32) and e.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(e, embed_poses(m, kp))
+    np.testing.assert_allclose(embed_poses(m, kp, batch_size=7), e, atol=1e-6)
+    assert embed_poses(m, kp.reshape(5, 10, 13, 3)).shape == (5, 10, 32)
+
+
+def test_flipped_embedding_is_the_embedding_of_the_mirrored_image():
+    m = _model()
+    kp = _keypoints(8)
+    width = 640
+    mirrored = np.stack([flip_keypoints_image(k, width) for k in kp])
+    np.testing.assert_allclose(embed_poses(m, kp, flip=True), embed_poses(m, mirrored), atol=1e-5)
+    np.testing.assert_allclose(embed_poses(m, mirrored, flip=True), embed_poses(m, kp), atol=1e-5)
+
+
+def test_vflip_mode_concatenates_the_upside_down_pose():
+    m32 = _model()
+    m64 = _model(vflip=True)
+    m64.load_state_dict(m32.state_dict())
+    kp = _keypoints(6)
+    e = embed_poses(m64, kp)
+    assert e.shape == (6, 64) and m64.output_dim == 64
+    np.testing.assert_allclose(e[:, :32], embed_poses(m32, kp), atol=1e-6)
+    upside = kp.copy()
+    upside[..., 1] = 1000.0 - upside[..., 1]
+    np.testing.assert_allclose(e[:, 32:], embed_poses(m32, upside), atol=1e-5)
+    x = torch.from_numpy(pose_inputs(kp))
+    torch.testing.assert_close(vflip_inputs(vflip_inputs(x)), x)
+
+
+def test_save_load_roundtrip_and_errors(tmp_path):
+    m = _model(vflip=True)
+    path = save_vipe(m, tmp_path / "v.safetensors", extra={"note": "test"})
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["format"] == "vpd-stream/vipe" and meta["output_dim"] == 64
+    loaded = load_vipe(path)
+    kp = _keypoints(4)
+    np.testing.assert_allclose(embed_poses(loaded, kp), embed_poses(m, kp), atol=1e-6)
+    assert load_vipe(path, vflip=False).output_dim == 32
+    teacher = VipeTeacher.load(path)
+    e, ef = teacher(kp)
+    assert teacher.dim == 64 and e.shape == ef.shape == (4, 64)
+
+    with pytest.raises(ModelError, match="not found"):
+        load_vipe(tmp_path / "missing.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256"):
+        load_vipe(path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(ModelError, match="sidecar"):
+        load_vipe(path)
