@@ -275,7 +275,7 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
             if rt.device.type == "cuda":
                 torch.cuda.synchronize(rt.device)
             n = len(pred)
-            sums += [float(loss.detach()) * n, float(pose_err.sum()), float(mot_err.sum())]
+            sums += [float(loss.detach()) * n, float(pose_err.detach().sum()), float(mot_err.detach().sum())]
             seen += n
             compute_s += time.perf_counter() - t0
             if bar is not None:
@@ -291,6 +291,8 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
                         "frames": int(train_sums[1]), "seconds": time.perf_counter() - t_epoch,
                         "data_wait_s": wait_s, "compute_s": compute_s,
                         "frames_per_s": train_sums[1] / max(1e-9, time.perf_counter() - t_epoch)})
+        history[-1] = {k: (float(v) if isinstance(v, (float, np.floating)) else int(v))
+                       for k, v in history[-1].items()}  # plain numbers: state.pt loads with weights_only
         window = [h["val_loss"] for h in history[-opts.ma_window:]]
         ma = float(np.mean(window))
         history[-1]["val_loss_ma"] = ma
@@ -348,7 +350,8 @@ def evaluate(net: DistillNet, val_set: FrameDataset, dim: int, motion: bool, rt:
         sums += [float((pose_err + mot_err).sum()), float(pose_err.sum()), float(mot_err.sum()), float(valid.sum())]
     total = _all_reduce(rt, np.concatenate([sums, [len(positions)]]))
     n = max(1.0, total[4])
-    return {"loss": total[0] / n, "pose": total[1] / n, "motion": total[2] / max(1.0, total[3]) if motion else float("nan")}
+    return {"loss": float(total[0] / n), "pose": float(total[1] / n),
+            "motion": float(total[2] / max(1.0, total[3])) if motion else float("nan")}
 
 
 def trivial_errors(data: DistillData, val_idx: np.ndarray, motion: bool) -> dict[str, float]:

@@ -1,0 +1,188 @@
+"""Distillation: augmentation, weak-pose selection and split, sampler, a tiny end-to-end run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from offline_train.benchmarks.distill import make_synthetic_store
+from offline_train.distill.augment import AugmentConfig, augment_batch, flip_target
+from offline_train.distill.dataset import DistillData, RandomFrameSampler
+from offline_train.distill.decoder import DistillNet, MotionDecoder
+from offline_train.distill.train import DistillOptions, distill, run_dir
+from vpd_stream.errors import ConfigError, InputError
+from vpd_stream.skeleton import flip_features
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus") / "store"
+    make_synthetic_store(root, videos=2, frames=20, low_score_every=5)
+    return root
+
+
+def test_flip_target_matches_the_skeleton_flip():
+    t = torch.randn(3, 52)
+    out = flip_target(t).numpy()
+    np.testing.assert_allclose(out[:, :26], flip_features(t[:, :26].numpy()), atol=1e-6)
+    np.testing.assert_allclose(out[:, 26:], flip_features(t[:, 26:].numpy()), atol=1e-6)
+    np.testing.assert_allclose(flip_target(flip_target(t)), t)
+
+
+def _batch(n=2, seed=0):
+    g = np.random.default_rng(seed)
+    rgb = torch.from_numpy(g.integers(0, 256, (n, 128, 128, 3), dtype=np.uint8))
+    flow = torch.from_numpy(g.integers(0, 256, (n, 2, 128, 128), dtype=np.uint8))
+    return rgb, flow, torch.randn(n, 52)
+
+
+def test_flip_mirrors_image_negates_flow_x_and_flips_target():
+    rgb, flow, target = _batch()
+    cfg = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=1.0, brightness=0, contrast=0, saturation=0)
+    x, f, t = augment_batch(rgb, flow, target, None, torch.Generator().manual_seed(0), cfg)
+    # exact up to bilinear sampling's float rounding
+    np.testing.assert_allclose(x.numpy(), rgb.flip(2).float().numpy(), atol=1e-2)
+    np.testing.assert_allclose(f[:, 0].numpy(), 255.0 - flow[:, 0].flip(-1).float().numpy(), atol=1e-2)
+    np.testing.assert_allclose(f[:, 1].numpy(), flow[:, 1].flip(-1).float().numpy(), atol=1e-2)
+    np.testing.assert_allclose(t, flip_target(target))
+
+
+def test_resized_crop_scales_flow_and_keeps_target():
+    rgb, _, target = _batch()
+    flow = torch.full((2, 2, 128, 128), 137, dtype=torch.uint8)  # +1.57 px everywhere
+    cfg = AugmentConfig(scale=(0.25, 0.25), ratio=(1.0, 1.0), flip_p=0.0)
+    x, f, t = augment_batch(rgb, flow, target, None, torch.Generator().manual_seed(0), cfg)
+    # a half-width crop shown at full size: displacements double
+    np.testing.assert_allclose(f.numpy(), 127.5 + 2 * 9.5, atol=1e-3)
+    assert torch.equal(t, target)
+    assert x.shape == (2, 128, 128, 3) and float(x.min()) >= 0 and float(x.max()) <= 255
+
+
+def test_background_noise_only_outside_the_mask():
+    rgb, flow, target = _batch()
+    mask = torch.zeros(2, 128, 128, dtype=torch.uint8)
+    mask[:, 32:96, 32:96] = 255
+    cfg = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0, brightness=0, contrast=0, saturation=0,
+                        noise_p=1.0)
+    x, _, _ = augment_batch(rgb, flow, target, mask, torch.Generator().manual_seed(0), cfg)
+    inside = (slice(None), slice(40, 88), slice(40, 88))
+    np.testing.assert_allclose(x[inside].numpy(), rgb[inside].float().numpy(), atol=1e-2)
+    assert float((x[:, :16, :16] - rgb[:, :16, :16].float()).abs().mean()) > 20
+
+
+def test_weak_pose_selection_split_and_motion_targets(store):
+    data = DistillData(store, threshold=0.5, val_fraction=0.2, seed=0)
+    t = data.targets
+    assert data.total_rows == 40 and len(t.row) == 32  # rows 4, 9, 14, 19 of each video are weak
+    assert not np.isin(t.row % 5, [4]).any()
+    assert len(data.val_idx) == round(0.2 * 32) and not set(data.val_idx) & set(data.train_idx)
+    assert sorted(np.concatenate([data.val_idx, data.train_idx]).tolist()) == list(range(32))
+    # motion only where the previous frame is confident too: rows 0, 5, 10, 15 have none
+    assert t.motion_valid.tolist() == [(r % 5 != 0) for r in t.row.tolist()]
+    i = int(np.flatnonzero(t.motion_valid)[0])
+    np.testing.assert_allclose(t.motion[i], t.pose[i] - t.pose[i - 1], atol=1e-6)
+    other = DistillData(store, threshold=0.5, val_fraction=0.2, seed=1)
+    assert other.val_idx.tolist() != data.val_idx.tolist()
+    with pytest.raises(InputError, match="confident teacher pose"):
+        DistillData(store, threshold=0.95)
+
+
+def test_batched_reads_return_the_stored_rows(store):
+    data = DistillData(store, threshold=0.5, val_fraction=0.2)
+    ds = data.subset(data.train_idx)
+    b = ds.__getitems__([3, 0, 7])
+    rows = data.targets.row[data.train_idx[[3, 0, 7]]]
+    videos = data.targets.video[data.train_idx[[3, 0, 7]]]
+    from offline_train.corpus.store import VideoStore
+
+    for k, (v, r) in enumerate(zip(videos, rows)):
+        with VideoStore(data.paths[v]) as video:
+            crop, flow, _ = video.images([r])
+        assert torch.equal(b["rgb"][k], torch.from_numpy(crop[0]))
+        assert torch.equal(b["flow"][k], torch.from_numpy(flow[0]))
+    ds.close()
+
+
+def test_sampler_is_seeded_and_shards_disjointly():
+    a = RandomFrameSampler(50, 120, seed=3)
+    a.set_epoch(2)
+    b = RandomFrameSampler(50, 120, seed=3)
+    b.set_epoch(2)
+    assert list(a) == list(b) and len(list(a)) == 120
+    first = list(a)[:50]
+    assert sorted(first) == list(range(50))  # without replacement while the frames last
+    ranks = [RandomFrameSampler(50, 120, seed=3, rank=r, world=2) for r in (0, 1)]
+    for r in ranks:
+        r.set_epoch(2)
+    assert sorted(list(ranks[0]) + list(ranks[1])) == sorted(list(a))
+
+
+def test_decoder_predicts_pose_and_motion():
+    net = DistillNet(torch.nn.Linear(5, 26), MotionDecoder(26, 26))
+    assert net.decoder(torch.randn(4, 26)).shape == (4, 52)
+
+
+def test_tiny_distillation_end_to_end_and_resume(store, tmp_path):
+    from plugins.student import StudentPlugin
+    from vpd_stream.models.checkpoint import load_student
+
+    torch.set_num_threads(2)
+    out = tmp_path / "student.safetensors"
+    opts = DistillOptions(store=str(store), out=str(out), epochs=1, epoch_size=4, batch_size=2, loader_workers=0,
+                          val_frames=4, architecture="resnet18", progress=False)
+    r1 = distill(opts)
+    assert r1["best_epoch"] == 1 and np.isfinite(r1["best"]["val_loss"])
+    model, meta = load_student(out)
+    assert meta.teacher == "pose2d" and meta.config.dim == 26 and meta.config.architecture == "resnet18"
+    assert meta.config.rgb_mean != [0.0, 0.0, 0.0]  # the corpus's own input statistics
+    d = run_dir(out)
+    for name in ("state.pt", "log.csv", "loss.png", "decoder.safetensors", "results.json"):
+        assert (d / name).is_file(), name
+    # --resume continues at the next epoch and keeps the history
+    opts.epochs, opts.resume = 2, True
+    r2 = distill(opts)
+    assert [h["epoch"] for h in r2["history"]] == [1, 2]
+    assert r2["history"][0] == r1["history"][0]
+    assert len((d / "log.csv").read_text().strip().splitlines()) == 3
+    # the checkpoint is what the stream's student plugin runs
+    plugin = StudentPlugin(StudentPlugin.Options(model=str(out), engine="torch"))
+    from vpd_stream.plugin import PluginContext
+
+    plugin.setup(PluginContext(engine="torch"))
+    assert plugin.student.dim == 26
+    plugin.close()
+    # resuming with other settings is refused in one line
+    opts.motion = False
+    with pytest.raises(ConfigError, match="other data or settings"):
+        distill(opts)
+
+
+def test_no_motion_ablation_and_option_errors(store, tmp_path):
+    torch.set_num_threads(2)
+    out = tmp_path / "nomotion.safetensors"
+    r = distill(DistillOptions(store=str(store), out=str(out), epochs=1, epoch_size=2, batch_size=2,
+                               loader_workers=0, val_frames=2, architecture="resnet18", motion=False,
+                               progress=False))
+    assert not (run_dir(out) / "decoder.safetensors").exists()
+    assert np.isnan(r["best"]["val_motion"]) and r["best"]["val_loss"] == pytest.approx(r["best"]["val_pose"])
+    with pytest.raises(ConfigError, match=r"\.safetensors"):
+        distill(DistillOptions(store=str(store), out=str(tmp_path / "m.pt")))
+    with pytest.raises(ConfigError, match="vipe"):
+        distill(DistillOptions(store=str(store), out=str(tmp_path / "v.safetensors"), teacher="vipe"))
+    with pytest.raises(InputError, match="--resume"):
+        distill(DistillOptions(store=str(store), out=str(tmp_path / "new.safetensors"), resume=True))
+
+
+@pytest.mark.slow
+def test_resume_reproduces_an_uninterrupted_run(store, tmp_path):
+    torch.set_num_threads(2)
+    kw = dict(store=str(store), epoch_size=4, batch_size=2, loader_workers=0, val_frames=4,
+              architecture="resnet18", progress=False)
+    full = distill(DistillOptions(out=str(tmp_path / "a.safetensors"), epochs=2, **kw))
+    distill(DistillOptions(out=str(tmp_path / "b.safetensors"), epochs=1, **kw))
+    resumed = distill(DistillOptions(out=str(tmp_path / "b.safetensors"), epochs=2, resume=True, **kw))
+    a = json.loads((run_dir(tmp_path / "a.safetensors") / "results.json").read_text())
+    assert [h["val_loss"] for h in full["history"]] == pytest.approx([h["val_loss"] for h in resumed["history"]], rel=1e-5)
+    assert a["best_epoch"] == resumed["best_epoch"]
