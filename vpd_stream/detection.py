@@ -8,7 +8,8 @@
 - ``onnx``: a user-supplied ONNX detector, run through engines/ (ONNX Runtime).
   Expected I/O: one input, float32 N×3×H×W RGB in [0, 1] (H, W from the model's static
   input shape, else 640×640; the frame is resized to it without letterboxing); one output
-  (1×)K×5 or (1×)K×6: x1, y1, x2, y2 in input pixels, score, [class]; class 0 = person.
+  1×K×5 or 1×K×6 with K dynamic: x1, y1, x2, y2 in input pixels, score, [class];
+  class 0 = person. (The leading batch axis matters: engines/ binds outputs by it.)
 """
 from __future__ import annotations
 

@@ -1,0 +1,174 @@
+"""Tracker: athlete selection rules, identities with sparse detections, and real footage."""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from plugins.tracker import TrackerPlugin
+from vpd_stream.annotations import Track
+from vpd_stream.athlete import AthleteSelector, SelectionParams, roi_overlap
+from vpd_stream.detection import PersonDetection
+from vpd_stream.errors import ConfigError, ModelError
+from vpd_stream.frame import EndOfStream, Frame
+
+
+def _track(tid: int, box, age: int = 100) -> Track:
+    return Track(tid, np.array(box, np.float32), 0.9, age=age)
+
+
+def test_bigger_moving_established_track_is_the_athlete():
+    sel = AthleteSelector(SelectionParams())
+    for t in range(30):
+        tracks = {1: _track(1, [10, 10, 60, 110]),  # spectator: smaller, still
+                  2: _track(2, [200 + 5 * t, 50, 300 + 5 * t, 250])}  # athlete: big, moving
+        assert sel.update(tracks, 640, 480) == [2]
+
+
+def test_hysteresis_keeps_the_athlete_until_a_challenger_clearly_wins():
+    p = SelectionParams(hysteresis=1.5, switch_frames=5)
+    sel = AthleteSelector(p)
+    sel.update({1: _track(1, [0, 0, 100, 200])}, 640, 480)
+    # A slightly bigger person appears: not enough to take over, ever.
+    for _ in range(40):
+        assert sel.update({1: _track(1, [0, 0, 100, 200]), 2: _track(2, [300, 0, 410, 220])}, 640, 480) == [1]
+    # A much bigger one takes over, but only after switch_frames consecutive wins.
+    history = [sel.update({1: _track(1, [0, 0, 100, 200]), 3: _track(3, [300, 0, 500, 400])}, 640, 480)[0]
+               for _ in range(40)]
+    first = history.index(3)
+    assert first >= p.switch_frames - 1 and all(h == 3 for h in history[first:])
+
+
+def test_fresh_tracks_do_not_outrank_established_ones_and_lost_athletes_are_replaced():
+    sel = AthleteSelector(SelectionParams(age_frames=25))
+    assert sel.update({1: _track(1, [0, 0, 100, 200], age=50), 2: _track(2, [300, 0, 500, 400], age=0)}, 640, 480) == [1]
+    assert sel.update({2: _track(2, [300, 0, 500, 400], age=1)}, 640, 480) == [2]  # athlete 1 is gone
+
+
+def test_roi_and_two_athletes():
+    p = SelectionParams(max_athletes=2, roi=(0.25, 0.0, 1.0, 1.0))
+    sel = AthleteSelector(p)
+    tracks = {1: _track(1, [0, 0, 150, 300]),  # the biggest, but outside the court
+              2: _track(2, [300, 100, 380, 260]), 3: _track(3, [450, 50, 520, 200])}
+    assert sorted(sel.update(tracks, 640, 480)) == [2, 3]
+    assert roi_overlap(np.array([0, 0, 150, 300]), p.roi, 640, 480) == 0.0
+
+
+class ScriptedDetector:
+    """Stands in for the person detector in the tracking-logic tests: returns given boxes."""
+
+    def __init__(self, script) -> None:
+        self.script = script
+        self.calls = 0
+
+    def detect(self, rgb):
+        boxes = self.script(self.calls)
+        self.calls += 1
+        return [PersonDetection(np.array(b, np.float32), 0.9) for b in boxes]
+
+    def close(self):
+        pass
+
+
+def _run(plugin: TrackerPlugin, n: int, stream: str = "s") -> list[dict[int, Track]]:
+    out = []
+    for i in range(n):
+        frame = Frame(stream, i, i / 25, np.zeros((480, 640, 3), np.uint8))
+        plugin.process([frame])
+        out.append(frame.annotations["tracks"])
+    return out
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_identities_persist_between_and_across_missed_detections(every):
+    def script(call):  # two walkers; person B is missed by the detector on every 4th call
+        a = [50 + 4 * call * every, 100, 130 + 4 * call * every, 300]
+        b = [500 - 3 * call * every, 120, 570 - 3 * call * every, 300]
+        return [a] if call % 4 == 3 else [a, b]
+
+    plugin = TrackerPlugin(TrackerPlugin.Options(detect_every=every))
+    plugin._detector = ScriptedDetector(script)
+    frames = _run(plugin, 45)
+    assert plugin._detector.calls == -(-45 // every)  # detection on every Nth frame only
+    ids = collections.Counter(tid for tracks in frames for tid in tracks)
+    assert len(ids) == 2  # no identity switch, no duplicate
+    assert all(len(tracks) == 2 for tracks in frames[2 * every:])  # boxes carried between detections
+    described = plugin.describe(Frame("s", 0, 0, np.zeros((1, 1, 3), np.uint8), annotations={"tracks": frames[-1]}))
+    record = next(iter(described["tracks"].values()))
+    assert set(record) == {"track_id", "box", "score", "is_athlete"} and len(record["box"]) == 4
+    assert sum(r["is_athlete"] for r in described["tracks"].values()) == 1
+
+
+def test_streams_are_independent_and_end_stream_drops_state():
+    plugin = TrackerPlugin()
+    plugin._detector = ScriptedDetector(lambda call: [[100, 100, 200, 300]])
+    a = _run(plugin, 6, "a")
+    b = _run(plugin, 6, "b")
+    assert list(a[-1]) == list(b[-1]) == [1]  # ids start at 1 in every stream
+    plugin.end_stream(EndOfStream("a"))
+    assert "a" not in plugin._streams and "b" in plugin._streams
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="detector 'yolo'"):
+        TrackerPlugin(TrackerPlugin.Options(detector="yolo"))
+    with pytest.raises(ConfigError, match="confirm_detections"):
+        TrackerPlugin(TrackerPlugin.Options(confirm_detections=3))
+    with pytest.raises(ConfigError, match="roi"):
+        TrackerPlugin(TrackerPlugin.Options(roi=[0.5, 0.0, 0.2, 1.0]))
+    with pytest.raises(ConfigError, match="onnx_model"):
+        TrackerPlugin(TrackerPlugin.Options(detector="onnx")).setup(TrackerPlugin().context)
+    with pytest.raises(ModelError, match="does not exist"):
+        TrackerPlugin(TrackerPlugin.Options(detector="onnx", onnx_model="/nonexistent.onnx")).setup(
+            TrackerPlugin().context)
+
+
+def test_onnx_detector_io(tmp_path):
+    """A tiny ONNX model with the documented I/O: boxes in input pixels, class column."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    rows = np.array([[[10, 20, 110, 220, 0.9, 0], [0, 0, 50, 50, 0.95, 2], [5, 5, 9, 9, 0.1, 0]]], np.float32)
+    const = helper.make_tensor("rows", TensorProto.FLOAT, rows.shape, rows.flatten().tolist())
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["images"], ["total"], keepdims=0),
+         helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+         helper.make_node("Add", ["rows", "nothing"], ["detections"])],
+        "det", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info("detections", TensorProto.FLOAT, [1, "K", 6])],
+        initializer=[const, helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    path = tmp_path / "det.onnx"
+    onnx.save(model, str(path))
+    from vpd_stream.detection import OnnxDetector
+
+    dets = OnnxDetector(str(path), min_score=0.5).detect(np.zeros((640, 960, 3), np.uint8))
+    assert len(dets) == 1  # the non-person and the low score are dropped
+    np.testing.assert_allclose(dets[0].box, [30, 40, 330, 440])  # scaled from 320×320 to 960×640
+
+
+def _lunge_tracks(videos_dir, cam: int):
+    from offline_train.benchmarks.perception import decode
+
+    plugin = TrackerPlugin()
+    plugin.setup(plugin.context)
+    per_frame = []
+    for frame in decode(videos_dir / f"lunge_cam{cam:02d}.mp4"):
+        plugin.process([frame])
+        per_frame.append(frame.annotations["tracks"])
+    plugin.close()
+    return per_frame
+
+
+@pytest.mark.parametrize("cam", [1, 2, 3, 4])
+def test_lunge_athlete_keeps_one_track_id(videos_dir, cam):
+    frames = _lunge_tracks(videos_dir, cam)
+    athletes = [[tid for tid, t in tracks.items() if t.is_athlete] for tracks in frames]
+    ids = {tid for a in athletes for tid in a}
+    assert len(ids) == 1, f"athlete ids {ids}"
+    assert sum(1 for a in athletes if a) >= 0.9 * len(frames)
+    # the box follows a person-sized region inside the (portrait) frame
+    tid = ids.pop()
+    heights = [tracks[tid].box[3] - tracks[tid].box[1] for tracks in frames if tid in tracks]
+    assert 400 < np.median(heights) < 1920
