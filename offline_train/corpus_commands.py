@@ -60,7 +60,7 @@ def prepare(videos, out, config_path, workers, ray_address, fps, device, engine,
 @click.argument("store")
 @click.option("--out", "-o", required=True, help="The student checkpoint to write (MODEL.safetensors).")
 @click.option("--teacher", type=click.Choice(["pose2d", "vipe"]), default="pose2d", show_default=True)
-@click.option("--vipe-model", help="The VIPE* model, for --teacher vipe.")
+@click.option("--vipe-model", help="The VIPE* model for --teacher vipe (default: the committed one).")
 @click.option("--threshold", type=float, default=0.5, show_default=True,
               help="Weak-pose selection: least mean joint score of a supervising frame (0.7 for tennis).")
 @click.option("--val-fraction", type=float, default=0.2, show_default=True)

@@ -169,8 +169,8 @@ def test_no_motion_ablation_and_option_errors(store, tmp_path):
     assert np.isnan(r["best"]["val_motion"]) and r["best"]["val_loss"] == pytest.approx(r["best"]["val_pose"])
     with pytest.raises(ConfigError, match=r"\.safetensors"):
         distill(DistillOptions(store=str(store), out=str(tmp_path / "m.pt")))
-    with pytest.raises(ConfigError, match="vipe"):
-        distill(DistillOptions(store=str(store), out=str(tmp_path / "v.safetensors"), teacher="vipe"))
+    with pytest.raises(ConfigError, match="unknown teacher"):
+        distill(DistillOptions(store=str(store), out=str(tmp_path / "v.safetensors"), teacher="pose3d"))
     with pytest.raises(InputError, match="--resume"):
         distill(DistillOptions(store=str(store), out=str(tmp_path / "new.safetensors"), resume=True))
 
@@ -186,3 +186,28 @@ def test_resume_reproduces_an_uninterrupted_run(store, tmp_path):
     a = json.loads((run_dir(tmp_path / "a.safetensors") / "results.json").read_text())
     assert [h["val_loss"] for h in full["history"]] == pytest.approx([h["val_loss"] for h in resumed["history"]], rel=1e-5)
     assert a["best_epoch"] == resumed["best_epoch"]
+
+
+def test_vipe_teacher_targets_and_their_mirror(store, tmp_path):
+    from offline_train.distill.train import resolve_teacher
+    from vpd_stream.models.vipe import Vipe, embed_poses, load_vipe, save_vipe
+
+    torch.manual_seed(0)
+    path = save_vipe(Vipe(), tmp_path / "vipe.safetensors")  # an untrained VIPE*: the data path is under test
+    fn = resolve_teacher(DistillOptions(store=str(store), out="x.safetensors", teacher="vipe", vipe_model=str(path)))
+    data = DistillData(store, threshold=0.5, teacher="vipe", teacher_fn=fn)
+    t = data.targets
+    model = load_vipe(path)
+    assert data.dim == model.output_dim
+    from offline_train.corpus.store import VideoStore
+
+    with VideoStore(data.paths[0]) as v:
+        kp = v.arrays["keypoints"][t.row[:3]]
+    np.testing.assert_allclose(t.pose[:3], embed_poses(model, kp), atol=1e-6)
+    np.testing.assert_allclose(t.pose_flip[:3], embed_poses(model, kp, flip=True), atol=1e-6)
+    # a flipped sample takes the teacher's mirrored output, not a joint permutation
+    b = data.subset(data.train_idx).__getitems__([0, 1])
+    cfg = AugmentConfig(flip_p=1.0)
+    _, _, target = augment_batch(b["rgb"], b["flow"], b["target"], None, torch.Generator().manual_seed(0), cfg,
+                                 b["target_flipped"])
+    assert torch.equal(target, b["target_flipped"])

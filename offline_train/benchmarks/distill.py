@@ -140,7 +140,8 @@ def bench_train(store_root: str, batches: int, batch: int, threads: int) -> dict
         t0 = time.perf_counter()
         b = ds.__getitems__(rng.integers(0, len(ds), size=batch).tolist())
         t1 = time.perf_counter()
-        rgb, flow, target = augment_batch(b["rgb"], b["flow"], b["target"], b["mask"], gen)
+        rgb, flow, target = augment_batch(b["rgb"], b["flow"], b["target"], b["mask"], gen,
+                                          target_flipped=b["target_flipped"])
         loss = ((net(rgb, flow) - target) ** 2).sum(1).mean()
         opt.zero_grad()
         loss.backward()

@@ -54,12 +54,14 @@ def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device: torch.d
 
 def augment_batch(rgb: torch.Tensor, flow: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
                   gen: torch.Generator, config: AugmentConfig | None = None,
-                  flip_targets: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  target_flipped: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Augment one batch; returns float rgb (N,H,W,3), float flow (N,2,H,W), target.
 
     ``gen`` is a CPU generator (the random draws do not depend on the device), so a run is
-    reproducible and the same seed augments the same way on CPU and GPU. ``flip_targets``
-    is off for teachers whose output has no known mirror (then no flips are drawn).
+    reproducible and the same seed augments the same way on CPU and GPU. Flipped samples
+    take their target from ``target_flipped`` (the teacher's output for the mirrored pose:
+    VIPE* embeddings are not mirrored by a permutation); without it, from ``flip_target``,
+    which is right for 26-d pose targets.
     """
     cfg = config or AugmentConfig()
     n = rgb.shape[0]
@@ -72,7 +74,7 @@ def augment_batch(rgb: torch.Tensor, flow: torch.Tensor, target: torch.Tensor, m
     h = torch.sqrt(area / ratio).clamp(max=1.0)
     cx = (_uniform(n, -1.0, 1.0, gen, dev)) * (1.0 - w)
     cy = (_uniform(n, -1.0, 1.0, gen, dev)) * (1.0 - h)
-    flips = torch.rand(n, generator=gen) < (cfg.flip_p if flip_targets else 0.0)
+    flips = torch.rand(n, generator=gen) < cfg.flip_p
     sign = torch.where(flips, -1.0, 1.0).to(dev)
     theta = torch.zeros(n, 2, 3, device=dev)
     theta[:, 0, 0] = w * sign
@@ -105,5 +107,5 @@ def augment_batch(rgb: torch.Tensor, flow: torch.Tensor, target: torch.Tensor, m
     if flips.any():
         target = target.clone()
         f = flips.to(dev)
-        target[f] = flip_target(target[f])
+        target[f] = target_flipped[f] if target_flipped is not None else flip_target(target[f])
     return x.permute(0, 2, 3, 1), fl, target

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from vpd_stream.errors import ConfigError, InputError
-from vpd_stream.skeleton import FEATURE_DIM
+from vpd_stream.skeleton import FEATURE_DIM, flip_features
 
 from ..corpus.store import CorpusStore, VideoStore, open_store
 
@@ -32,6 +32,8 @@ class Targets:
     row: np.ndarray  # (n,) int64 row in that video's file
     pose: np.ndarray  # (n, d) float32 p_t
     motion: np.ndarray  # (n, d) float32 p_t − p_{t−1} (zeros where unknown)
+    pose_flip: np.ndarray  # (n, d) the teacher's output for the mirrored pose
+    motion_flip: np.ndarray  # (n, d) its change from the previous frame
     motion_valid: np.ndarray  # (n,) bool
     prev_row: np.ndarray  # (n,) int64 row of p_{t−1} in the same video, or −1
 
@@ -41,7 +43,7 @@ class DistillData:
 
     def __init__(self, store: str | Path | CorpusStore, *, threshold: float = 0.5, val_fraction: float = 0.2,
                  seed: int = 0, teacher: str = "pose2d",
-                 teacher_fn: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None) -> None:
+                 teacher_fn: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"the validation fraction must be in [0, 1), got {val_fraction}")
         self.store = store if isinstance(store, CorpusStore) else open_store(store)
@@ -69,7 +71,9 @@ class DistillData:
         with VideoStore(path) as video:
             a = video.arrays
         self._rows.append(len(a["pose"]))
-        pose = np.asarray(self.teacher_fn(a), dtype=np.float32)
+        plain, mirrored = self.teacher_fn(a)
+        pose = np.asarray(plain, dtype=np.float32)
+        pose_f = np.asarray(mirrored, dtype=np.float32)
         score = a["pose_score"]
         ok = score >= self.threshold
         rows = np.flatnonzero(ok)
@@ -79,8 +83,10 @@ class DistillData:
         prev_ok[has_prev] = ok[prev[has_prev]]
         motion = np.zeros((len(rows), pose.shape[1]), np.float32)
         motion[prev_ok] = pose[rows[prev_ok]] - pose[prev[prev_ok]]
-        return Targets(np.full(len(rows), vi, np.int32), rows.astype(np.int64), pose[rows].astype(np.float32),
-                       motion, prev_ok, np.where(prev_ok, prev, -1).astype(np.int64))
+        motion_f = np.zeros_like(motion)
+        motion_f[prev_ok] = pose_f[rows[prev_ok]] - pose_f[prev[prev_ok]]
+        return Targets(np.full(len(rows), vi, np.int32), rows.astype(np.int64), pose[rows], motion,
+                       pose_f[rows], motion_f, prev_ok, np.where(prev_ok, prev, -1).astype(np.int64))
 
     @property
     def dim(self) -> int:
@@ -159,9 +165,11 @@ class FrameDataset(torch.utils.data.Dataset):
                     mask = np.full((n, 128, 128), 255, np.uint8)
                 mask[order] = m
         target = np.concatenate([t.pose[rows], t.motion[rows]], axis=1)
+        target_flipped = np.concatenate([t.pose_flip[rows], t.motion_flip[rows]], axis=1)
         return {"rgb": torch.from_numpy(rgb), "flow": torch.from_numpy(flow),
                 "mask": None if mask is None else torch.from_numpy(mask),
-                "target": torch.from_numpy(target), "motion_valid": torch.from_numpy(t.motion_valid[rows])}
+                "target": torch.from_numpy(target), "target_flipped": torch.from_numpy(target_flipped),
+                "motion_valid": torch.from_numpy(t.motion_valid[rows])}
 
     def close(self) -> None:
         for video in self._open.values():
@@ -203,8 +211,9 @@ class RandomFrameSampler(torch.utils.data.Sampler[int]):
         return len(range(self.rank, self.epoch_size, self.world))
 
 
-def pose2d_teacher(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """The 2D pose teacher's target: the stored 26-d VPD-normalized joints."""
-    pose = arrays["pose"]
+def pose2d_teacher(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The 2D pose teacher's targets: the stored 26-d VPD-normalized joints, and their mirror
+    (left/right swapped, x negated: vpd_stream.skeleton.flip_features)."""
+    pose = arrays["pose"].astype(np.float32)
     assert pose.shape[1] == FEATURE_DIM
-    return pose.astype(np.float32)
+    return pose, flip_features(pose)

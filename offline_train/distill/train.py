@@ -55,7 +55,7 @@ class DistillOptions:
     store: str
     out: str
     teacher: str = "pose2d"
-    vipe_model: str | None = None  # the VIPE* checkpoint, for teacher = vipe
+    vipe_model: str | None = None  # the VIPE* checkpoint, for teacher = vipe (default: the committed one)
     threshold: float = 0.5  # weak-pose selection: mean joint score
     val_fraction: float = 0.2
     epochs: int = 20
@@ -96,14 +96,13 @@ def resolve_teacher(opts: DistillOptions):
         try:
             from vpd_stream.models.vipe import embed_poses, load_vipe
         except ImportError:
-            raise ConfigError("--teacher vipe is not available yet: vpd_stream.models.vipe (load_vipe, "
+            raise ConfigError("--teacher vipe is not available: vpd_stream.models.vipe (load_vipe, "
                               "embed_poses) is not installed; use --teacher pose2d") from None
-        if not opts.vipe_model:
-            raise ConfigError("--teacher vipe needs --vipe-model PATH (a model from `vpd-stream train-vipe`)")
-        model = load_vipe(opts.vipe_model)
+        model = load_vipe(opts.vipe_model)  # None: the committed default VIPE* model
 
-        def vipe_teacher(arrays: dict[str, np.ndarray]) -> np.ndarray:
-            return np.asarray(embed_poses(model, arrays["keypoints"]), dtype=np.float32)
+        def vipe_teacher(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+            kp = arrays["keypoints"]  # (n, 13, 3): pixels + scores; VIPE* normalizes them itself
+            return embed_poses(model, kp), embed_poses(model, kp, flip=True)
 
         return vipe_teacher
     raise ConfigError(f"unknown teacher '{opts.teacher}'; choose one of {', '.join(TEACHERS)}")
@@ -260,10 +259,11 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
             rgb = batch["rgb"].to(rt.device, non_blocking=True)
             flow = batch["flow"].to(rt.device, non_blocking=True)
             target = batch["target"].to(rt.device, non_blocking=True)
+            target_flipped = batch["target_flipped"].to(rt.device, non_blocking=True)
             valid = batch["motion_valid"].to(rt.device, non_blocking=True)
             mask = batch["mask"].to(rt.device) if batch["mask"] is not None else None
             if opts.augment:
-                rgb, flow, target = augment_batch(rgb, flow, target, mask, gen, aug_cfg)
+                rgb, flow, target = augment_batch(rgb, flow, target, mask, gen, aug_cfg, target_flipped)
             with torch.autocast(rt.device.type, dtype=rt.amp_dtype or torch.float32, enabled=rt.amp_dtype is not None):
                 pred = ddp(rgb, flow)
             pose_err, mot_err = _loss_terms(pred, target, valid, dim, opts.motion)
