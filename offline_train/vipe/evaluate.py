@@ -103,9 +103,11 @@ def _cross_view(costs: np.ndarray, yte, ytr, vte, vtr) -> dict[str, tuple[int, d
     return out
 
 
-def mean_cross_view(cv: dict[str, tuple[int, dict[int, float]]], k: int) -> float:
+def mean_cross_view(cv: dict[str, tuple[int, dict[int, float]]], k: int) -> float | None:
     """Query-weighted mean P@k over the four query views."""
     total = sum(n for n, _ in cv.values())
+    if any(k not in p for _, p in cv.values()):
+        return None  # a corpus smaller than k
     return sum(n * p[k] for n, p in cv.values()) / total
 
 
@@ -147,8 +149,8 @@ def load_penn(data: Path, subset: int = 1) -> tuple[list[PennClip], list[PennCli
     return train, test, splits
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
 
 
 def penn_markdown(results: list[PennResult], n_train: int, n_test: int) -> str:
@@ -170,7 +172,7 @@ def penn_markdown(results: list[PennResult], n_train: int, n_test: int) -> str:
     lines += ["", "#### Retrieval (queries: test clips; corpus: all train clips)", "",
               "| features | P@1 | P@10 | P@50 |", "|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.name} | " + " | ".join(_pct(r.retrieval[k]) for k in (1, 10, 50)) + " |")
+        lines.append(f"| {r.name} | " + " | ".join(_pct(r.retrieval.get(k)) for k in (1, 10, 50)) + " |")
     lines += ["", "#### Cross-view retrieval (queries: test clips of one view; corpus: train clips of the "
               "other three views)", "",
               "| features | query flip | " + " | ".join(f"{v} P@1" for v in VIEWS) + " | mean P@1 | mean P@10 | mean P@50 |",
@@ -261,11 +263,10 @@ def view_invariance(name: str, feats: np.ndarray, valid: np.ndarray, tolerance: 
         d = np.where(ok, d, np.inf)
         t_ok = np.flatnonzero(valid[a] & valid[b])
         views.extend(d[t_ok, t_ok])
-        for t in np.flatnonzero(valid[a]):
-            if np.isfinite(d[t]).any():
-                err = abs(int(np.argmin(d[t])) - t)
-                hits.append(err <= tolerance)
-                errors.append(err)
+        for t in t_ok:  # only instants camera b saw too: otherwise there is nothing to find
+            err = abs(int(np.argmin(d[t])) - t)
+            hits.append(err <= tolerance)
+            errors.append(err)
     for a in range(n_cam):
         d = np.linalg.norm(f[a][:, None] - f[a][None], axis=-1)
         ok = valid[a][:, None] & valid[a][None] & ~np.eye(n_t, dtype=bool)
