@@ -45,6 +45,7 @@ class StudentModel:
     weights_sha256: str
     dim: int
     input_size: int
+    onnx_precision: str | None = None  # what an exported ONNX file holds (fp32, fp16, int8)
 
 
 def resolve_student(model: str | None, *, random_init: bool = False, seed: int = 0, random_dim: int = 26,
@@ -83,9 +84,10 @@ def _resolve_onnx(path: Path, *, dim: int | None, teacher: str | None) -> Studen
     if not path.is_file():
         raise ModelError(f"student model {path} does not exist; create it with `vpd-stream export`")
     try:
-        sidecar = json.loads(onnx_metadata(path).get("vpd_student", "null"))
-    except Exception:
-        sidecar = None
+        meta = onnx_metadata(path)
+        sidecar = json.loads(meta.get("vpd_student", "null"))
+    except Exception:  # not ONNX at all, or metadata that is not JSON
+        meta, sidecar = {}, None
     if not isinstance(sidecar, dict) or "dim" not in sidecar:
         raise ModelError(f"{path} is not a student exported by `vpd-stream export` (no vpd_student metadata)")
     if dim is not None and sidecar["dim"] != dim:
@@ -94,7 +96,7 @@ def _resolve_onnx(path: Path, *, dim: int | None, teacher: str | None) -> Studen
         raise ModelError(f"student model {path} was distilled from a '{sidecar.get('teacher')}' teacher, "
                          f"but '{teacher}' is expected")
     return StudentModel(None, path, sidecar, file_sha256(path), int(sidecar["dim"]),
-                        int(sidecar.get("input_size", 128)))
+                        int(sidecar.get("input_size", 128)), meta.get("vpd_precision", "fp32"))
 
 
 def student_engine(student: StudentModel, backend: str, *, precision: str, max_batch: int,
@@ -109,7 +111,9 @@ def student_engine(student: StudentModel, backend: str, *, precision: str, max_b
                              precision=precision)
     onnx_path = student.onnx_path
     if backend == "onnxruntime":
-        if onnx_path is None:
+        if onnx_path is not None:
+            precision = student.onnx_precision or precision  # the file decides, not the option
+        else:
             if precision == "int8":
                 raise ModelError("int8 needs a calibrated model: run `vpd-stream export CHECKPOINT --precision "
                                  "int8 -o student-int8.onnx` and set model to that file")
