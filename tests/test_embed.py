@@ -1,0 +1,134 @@
+"""Embedding a corpus: the feature files, and consistency with the stream's student plugin."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from offline_train.benchmarks.distill import make_synthetic_store
+from offline_train.corpus.store import CorpusStore
+from offline_train.embed import EmbedOptions, embed_store, load_features
+from vpd_stream.annotations import Crop
+from vpd_stream.frame import Frame
+from vpd_stream.models.checkpoint import save_student
+from vpd_stream.models.resnet import StudentConfig, build_student, randomize_batchnorm
+from vpd_stream.plugin import PluginContext
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("embed")
+    store = make_synthetic_store(root / "store", videos=2, frames=9)
+    model = build_student(StudentConfig(architecture="resnet18", rgb_mean=[0.1, 0.0, -0.1],
+                                        rgb_std=[0.5, 0.6, 0.7]), seed=3)
+    randomize_batchnorm(model, seed=4)  # non-trivial BatchNorm, as trained weights have
+    path = save_student(model, root / "student.safetensors", teacher="pose2d")
+    return store, path, root
+
+
+def _plugin_embeddings(store: CorpusStore, name: str, model: str, engine: str, cache: str) -> np.ndarray:
+    """Run the stream's student plugin on Frames made from the store's rows."""
+    from plugins.student import StudentPlugin
+
+    plugin = StudentPlugin(StudentPlugin.Options(model=model, engine=engine, cache_dir=cache, max_batch=8))
+    plugin.setup(PluginContext(engine=engine))
+    with store.open(name) as video:
+        crops, flows, _ = video.images(np.arange(video.rows))
+        frames = []
+        for i in range(video.rows):
+            f = Frame(name, int(video.arrays["frame"][i]), float(video.arrays["pts"][i]), np.zeros((4, 4, 3), np.uint8))
+            f.annotations["crop"] = {1: Crop(crops[i], crops[i], video.arrays["crop_box"][i])}
+            f.annotations["flow"] = {1: flows[i]}
+            frames.append(f)
+    for start in range(0, len(frames), 3):  # other batch boundaries than embed's
+        plugin.process(frames[start:start + 3])
+    plugin.close()
+    return np.stack([f.annotations["embedding"][1].vector for f in frames]), \
+        np.stack([f.annotations["embedding"][1].flipped for f in frames])
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_embed_matches_the_student_plugin(corpus, engine, tmp_path):
+    torch.set_num_threads(2)
+    store, model, root = corpus
+    out = tmp_path / "features"
+    result = embed_store(EmbedOptions(store=str(store.root), model=str(model), out=str(out), engine=engine,
+                                      max_batch=8, cache_dir=str(root / "cache"), progress=False))
+    assert result == {"videos": 2, "rows": 18, "dim": 26}
+    manifest = json.loads((out / "features.json").read_text())
+    assert manifest["dim"] == 26 and manifest["engine"] == engine and set(manifest["videos"]) == {"synthetic00", "synthetic01"}
+    feats = load_features(out / "synthetic01.npz")
+    assert feats["embedding"].shape == (9, 26) and feats["embedding_flipped"].shape == (9, 26)
+    assert feats["frame"].tolist() == list(range(9)) and feats["track_id"].tolist() == [1] * 9
+    np.testing.assert_allclose(feats["pts"], np.arange(9) / 25.0)
+    assert not np.allclose(feats["embedding"], feats["embedding_flipped"])
+    live, live_flipped = _plugin_embeddings(store, "synthetic01", str(model), engine, str(root / "cache"))
+    np.testing.assert_allclose(feats["embedding"], live, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(feats["embedding_flipped"], live_flipped, atol=1e-4, rtol=0)
+
+
+def test_embed_cli_and_errors(corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from offline_train.corpus_commands import embed
+    from vpd_stream.errors import InputError, ModelError
+
+    store, model, _ = corpus
+    result = CliRunner().invoke(embed, [str(store.root), "--model", str(model), "--out", str(tmp_path / "f"),
+                                        "--engine", "torch", "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["features.json", "synthetic00.npz", "synthetic01.npz"]
+    with pytest.raises(InputError, match="no such corpus store"):
+        embed_store(EmbedOptions(store=str(tmp_path / "nope"), model=str(model), out=str(tmp_path / "g")))
+    with pytest.raises(ModelError, match="does not exist"):
+        embed_store(EmbedOptions(store=str(store.root), model=str(tmp_path / "missing.safetensors"),
+                                 out=str(tmp_path / "g")))
+
+
+def _real_chain_available() -> bool:
+    return all(importlib.util.find_spec(f"plugins.{n}") is not None for n in ("tracker", "pose", "crop", "flow"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _real_chain_available(), reason="the tracker/pose/crop/flow plugins are not installed yet")
+def test_embed_equals_the_live_pipeline_on_real_video(corpus, tmp_path, videos_dir):
+    """prepare → embed, against `run` with tracker,crop,flow,student on the same file and engine."""
+    from offline_train.corpus.parallel import prepare_corpus
+    from offline_train.corpus.prepare import PrepareSettings
+    from vpd_stream.cli import build_plugins
+    from vpd_stream.config import config_from_dict
+    from vpd_stream.pipeline import Pipeline
+    from vpd_stream.sinks import Sink
+    from vpd_stream.sources import VideoSource
+
+    _, model, root = corpus
+    video = str(videos_dir / "lunge_cam01.mp4")
+    frames = 10
+    summary = prepare_corpus([video], str(tmp_path / "s"), PrepareSettings(fps=25.0, max_frames=frames), progress=False)
+    assert not summary.failed, summary.lines()
+    embed_store(EmbedOptions(store=str(tmp_path / "s"), model=str(model), out=str(tmp_path / "f"), engine="onnxruntime",
+                             cache_dir=str(root / "cache"), progress=False))
+    feats = load_features(tmp_path / "f" / "lunge_cam01.npz")
+    assert len(feats["frame"]) >= frames - 3
+
+    class Collect(Sink):
+        def __init__(self):
+            self.by_key = {}
+
+        def write_frame(self, frame, plugins):
+            for tid, e in (frame.annotations.get("embedding") or {}).items():
+                self.by_key[(frame.index, tid)] = e
+
+    config = config_from_dict({"pipeline": {"chain": ["tracker", "crop", "flow", "student"]},
+                               "plugins": {"student": {"model": str(model), "cache_dir": str(root / "cache")}}})
+    sink = Collect()
+    Pipeline([VideoSource(video, "lunge_cam01", target_fps=25.0, max_frames=frames)], build_plugins(config), [sink],
+             context=PluginContext(engine="onnxruntime", target_fps=25.0)).run()
+    assert len(sink.by_key) == len(feats["frame"])
+    for i, (f, tid) in enumerate(zip(feats["frame"].tolist(), feats["track_id"].tolist())):
+        live = sink.by_key[(f, tid)]
+        np.testing.assert_allclose(feats["embedding"][i], live.vector, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(feats["embedding_flipped"][i], live.flipped, atol=1e-4, rtol=0)
