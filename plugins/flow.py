@@ -172,7 +172,7 @@ class FlowPlugin(Plugin):
             cv2.rectangle(image, (x, y), (x + side - 1, y + side - 1), (255, 255, 255), 1)
 
 
-def flow_to_bgr(flow_2hw: np.ndarray, max_px: float = FLOW_CLIP / 2) -> np.ndarray:
+def flow_to_bgr(flow_2hw: np.ndarray, max_px: float = FLOW_CLIP / 4) -> np.ndarray:
     """Colour-code flow: hue = direction, brightness = speed (saturating at max_px)."""
     fx, fy = flow_2hw[0].astype(np.float32), flow_2hw[1].astype(np.float32)
     mag, ang = cv2.cartToPolar(fx, fy)

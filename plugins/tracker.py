@@ -157,5 +157,5 @@ class TrackerPlugin(Plugin):
             color = (0, 220, 0) if t.is_athlete else (160, 160, 160)
             cv2.rectangle(image, (x1, y1), (x2, y2), color, (3 if t.is_athlete else 1) * scale)
             label = f"{'athlete ' if t.is_athlete else ''}#{tid}"
-            cv2.putText(image, label, (x1 + 3, max(12 * scale, y1 - 4 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
+            cv2.putText(image, label, (max(0, x1) + 3, max(14 * scale, y1 - 4 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
                         0.5 * scale, color, scale, cv2.LINE_AA)

@@ -89,3 +89,12 @@ def test_lunge_poses_are_confident_on_most_frames(videos_dir, pose_plugin):
         tracker.close()
         fractions[cam] = float(np.mean(np.array(scores) >= 0.5))
     assert all(f > 0.5 for f in fractions.values()), fractions
+
+
+def test_teacher_is_deterministic(videos_dir, pose_plugin):
+    rgb = _messi(videos_dir)
+    box = [0, 0, rgb.shape[1], rgb.shape[0]]
+    _, first = _pose_on(pose_plugin, rgb, box)
+    _pose_on(pose_plugin, np.ascontiguousarray(rgb[::-1]), box)  # something else in between
+    _, again = _pose_on(pose_plugin, rgb, box)
+    np.testing.assert_array_equal(first.keypoints, again.keypoints)

@@ -172,3 +172,23 @@ def test_lunge_athlete_keeps_one_track_id(videos_dir, cam):
     tid = ids.pop()
     heights = [tracks[tid].box[3] - tracks[tid].box[1] for tracks in frames if tid in tracks]
     assert 400 < np.median(heights) < 1920
+
+
+def test_camera_motion_compensation_keeps_a_panned_person():
+    """A panning camera: the background texture and the person shift together by 6 px/frame."""
+    rng = np.random.default_rng(0)
+    import cv2
+
+    world = cv2.GaussianBlur(rng.uniform(0, 255, (480, 1400)).astype(np.float32), (0, 0), 3)
+    world = cv2.cvtColor(((world - world.min()) / np.ptp(world) * 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+    plugin = TrackerPlugin(TrackerPlugin.Options(camera_motion=True, detect_every=2))
+    plugin._detector = ScriptedDetector(lambda call: [[300 - 12 * call, 100, 380 - 12 * call, 300]])
+    seen = collections.Counter()
+    for i in range(20):
+        frame = Frame("pan", i, i / 25, np.ascontiguousarray(world[:, 6 * i:6 * i + 640]))
+        plugin.process([frame])
+        seen.update(frame.annotations["tracks"].keys())
+        if i >= 3:
+            (tid, track), = frame.annotations["tracks"].items()
+            assert abs(track.box[0] - (300 - 6 * i)) < 8  # follows the person in image coordinates
+    assert len(seen) == 1
