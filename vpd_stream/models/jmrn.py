@@ -1,0 +1,194 @@
+"""JMRN: the joint-aware heatmap recognizer (Shah et al., WACV 2022, supplement Tables 1–3).
+
+Input: (B, J, 3, H, W) aggregated per-joint heatmaps (see ``vpd_stream.heatmaps``).
+
+- per-joint BatchNorm: one BatchNorm channel per (joint, time channel), so every joint
+  keeps its own statistics;
+- motion extractor shared by all joints: conv3×3 C→w0 s2, w0→w1, w1→w2 s2, w2→w3, ReLU
+  (the paper's widths are 128, 128, 256, 256);
+- a 1×1 compression of each joint's features to ``c_dim`` channels;
+- the joint selector: 1×1 conv over all joints' features → average pool → FC → sigmoid,
+  one weight per joint that rescales that joint's features;
+- the classification module: 1×1 conv → ``cls_width`` (512 in the paper), conv3×3 s2 + BN,
+  conv3×3 + BN, global average pool, FC → classes;
+- per-joint projection heads (training only): a 2-layer MLP per joint over the joint's
+  pooled features, onto the unit sphere, for the supervised joint-contrastive loss.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass
+class JmrnConfig:
+    num_classes: int
+    num_joints: int = 13
+    in_channels: int = 3  # time-encoding channels
+    height: int = 64
+    width: int = 64
+    extractor: tuple[int, int, int, int] = (128, 128, 256, 256)
+    extractor_bn: bool = True
+    c_dim: int = 16
+    selector_hidden: int = 64
+    cls_width: int = 512
+    proj_hidden: int = 64
+    proj_dim: int = 32
+    dropout: float = 0.5
+    extra: dict = field(default_factory=dict)  # free-form provenance, not architecture
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["extractor"] = list(self.extractor)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "JmrnConfig":
+        d = dict(d)
+        d["extractor"] = tuple(int(v) for v in d["extractor"])
+        return cls(**d)
+
+
+def _conv(cin: int, cout: int, stride: int = 1, bn: bool = False) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.ReLU(inplace=True))
+    return layers
+
+
+class JointProjection(nn.Module):
+    """J independent 2-layer MLPs, evaluated together: (B, J, d) → (B, J, p) unit vectors."""
+
+    def __init__(self, joints: int, dim: int, hidden: int, out: int) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(joints, dim, hidden) / dim ** 0.5)
+        self.b1 = nn.Parameter(torch.zeros(joints, hidden))
+        self.w2 = nn.Parameter(torch.randn(joints, hidden, out) / hidden ** 0.5)
+        self.b2 = nn.Parameter(torch.zeros(joints, out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(torch.einsum("bjd,jdh->bjh", x, self.w1) + self.b1)
+        return F.normalize(torch.einsum("bjh,jho->bjo", h, self.w2) + self.b2, dim=-1)
+
+
+class JMRN(nn.Module):
+    def __init__(self, cfg: JmrnConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        j, c = cfg.num_joints, cfg.in_channels
+        w0, w1, w2, w3 = cfg.extractor
+        # Cumulative statistics: heatmap variances are ~1e-3, so the default momentum would
+        # need hundreds of steps to forget the initial running variance of 1.
+        self.joint_bn = nn.BatchNorm2d(j * c, momentum=None)
+        # BatchNorm after each extractor conv: without it the 4-layer stack trains very slowly here.
+        bn = cfg.extractor_bn
+        self.extractor = nn.Sequential(*_conv(c, w0, 2, bn), *_conv(w0, w1, 1, bn), *_conv(w1, w2, 2, bn),
+                                       *_conv(w2, w3, 1, bn))
+        self.compress = nn.Sequential(nn.Conv2d(w3, cfg.c_dim, 1), nn.ReLU(inplace=True))
+        self.selector = nn.Sequential(
+            nn.Conv2d(j * cfg.c_dim, cfg.selector_hidden, 1), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cfg.selector_hidden, j),
+        )
+        cw = cfg.cls_width
+        self.classifier = nn.Sequential(
+            nn.Conv2d(j * cfg.c_dim, cw, 1), nn.ReLU(inplace=True),
+            *_conv(cw, cw, 2, bn=True), *_conv(cw, cw, 1, bn=True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(cw, cfg.num_classes),
+        )
+        self.projection = JointProjection(j, cfg.c_dim, cfg.proj_hidden, cfg.proj_dim)
+
+    def joint_features(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, J, C, H, W) → (B, J, c_dim, h, w) per-joint compressed motion features."""
+        b, j, c, h, w = maps.shape
+        if j != self.cfg.num_joints or c != self.cfg.in_channels:
+            raise ValueError(f"JMRN expects (B, {self.cfg.num_joints}, {self.cfg.in_channels}, H, W) heatmaps, got {tuple(maps.shape)}")
+        x = self.joint_bn(maps.reshape(b, j * c, h, w)).reshape(b * j, c, h, w)
+        f = self.compress(self.extractor(x))
+        return f.reshape(b, j, *f.shape[1:])
+
+    def forward(self, maps: torch.Tensor, return_projections: bool = False):
+        feats = self.joint_features(maps)
+        b, j, d, h, w = feats.shape
+        flat = feats.reshape(b, j * d, h, w)
+        weights = torch.sigmoid(self.selector(flat))  # (B, J)
+        selected = (feats * weights[:, :, None, None, None]).reshape(b, j * d, h, w)
+        logits = self.classifier(selected)
+        if not return_projections:
+            return logits
+        return logits, self.projection(feats.mean(dim=(3, 4))), weights
+
+    @torch.no_grad()
+    def joint_weights(self, maps: torch.Tensor) -> torch.Tensor:
+        feats = self.joint_features(maps)
+        b, j, d, h, w = feats.shape
+        return torch.sigmoid(self.selector(feats.reshape(b, j * d, h, w)))
+
+
+# -- weights: safetensors + a JSON sidecar -------------------------------------------------
+
+FORMAT = "vpd-stream/jmrn"
+FORMAT_VERSION = 1
+
+
+def save_jmrn(path, model: JMRN, heatmap: dict, classes: list[str], meta: dict | None = None):
+    """Write ``path`` (.safetensors, fp16 floats to stay small) and ``path``.json."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    path = Path(path).with_suffix(".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).contiguous()
+             for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"format": FORMAT})
+    sidecar = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "config": model.cfg.to_dict(),
+        "heatmap": dict(heatmap), "classes": list(classes),
+        "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **(meta or {}),
+    }
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def load_jmrn(path) -> tuple[JMRN, dict]:
+    """Load weights and sidecar; every mismatch is a one-line ModelError. Eval mode, CPU."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from ..errors import ModelError
+
+    path = Path(path).with_suffix(".safetensors")
+    side = path.with_suffix(".json")
+    for f in (path, side):
+        if not f.is_file():
+            raise ModelError(f"JMRN model file {f} is missing; train one with `vpd-stream train jmrn` or set the plugin's 'weights' option")
+    try:
+        meta = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"JMRN sidecar {side} cannot be read ({exc}); retrain or restore it") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelError(f"{side} is not a JMRN sidecar (format {meta.get('format') if isinstance(meta, dict) else None!r}); point 'weights' at a JMRN model")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{side} has format version {meta.get('format_version')}, this vpd-stream reads {FORMAT_VERSION}; retrain the model")
+    if meta.get("weights_sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != meta["weights_sha256"]:
+        raise ModelError(f"JMRN weights {path} do not match the sha256 in {side.name}; the file is corrupt or was replaced")
+    try:
+        cfg = JmrnConfig.from_dict(meta["config"])
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+        model = JMRN(cfg)
+        model.load_state_dict(state)
+    except Exception as exc:  # safetensors, KeyError, shape mismatch: all mean a bad file
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"JMRN model {path} does not match its sidecar ({first}); retrain it") from None
+    if len(meta.get("classes", [])) != cfg.num_classes:
+        raise ModelError(f"{side} lists {len(meta.get('classes', []))} classes for a {cfg.num_classes}-class model; retrain it")
+    return model.eval(), meta
