@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     model = build_student(StudentConfig(dim=args.dim), seed=0).eval()
     videos = _data_dir()
     if videos is not None:
-        crops = load_real_crops(videos, 96, every=2)
+        crops = load_real_crops(videos, 48, every=2)
         source = f"{len(crops)} real crops from {videos.name}/ (DIS flow)"
     else:
         rng = np.random.default_rng(0)
