@@ -27,6 +27,7 @@ class _StreamState:
     tracker: Any  # norfair.Tracker
     selector: AthleteSelector
     motion: Any = None  # norfair MotionEstimator when camera_motion is on
+    period: int = 1  # the `period` norfair is told on detection frames (see _state)
     frames: int = 0
 
 
@@ -46,7 +47,7 @@ class TrackerPlugin(Plugin):
         detect_every: int = 2  # run the detector on every Nth frame; Kalman prediction in between
         iou_threshold: float = 0.3  # least IoU for a detection to continue a track
         confirm_detections: int = 2  # 1: report a track from its first detection; 2: from its second
-        keep_frames: int = 25  # frames a track survives without a matching detection
+        keep_seconds: float = 1.0  # how long a track coasts on its Kalman prediction without detections
         camera_motion: bool = False  # compensate camera pans with norfair's MotionEstimator
         max_athletes: int = 1  # 1 for skating/diving/gymnastics, 2 for tennis singles
         roi: list[float] | None = None  # region of play as x1, y1, x2, y2 fractions of the frame
@@ -60,8 +61,8 @@ class TrackerPlugin(Plugin):
         o = self.options
         if o.detector not in DETECTORS:
             raise ConfigError(f"[plugins.tracker] detector '{o.detector}' is unknown; use one of {', '.join(DETECTORS)}")
-        if o.detect_every < 1 or o.keep_frames < 2 or o.max_athletes < 0:
-            raise ConfigError("[plugins.tracker] detect_every must be ≥ 1, keep_frames ≥ 2, max_athletes ≥ 0")
+        if o.detect_every < 1 or o.keep_seconds <= 0 or o.max_athletes < 0:
+            raise ConfigError("[plugins.tracker] detect_every must be ≥ 1, keep_seconds > 0, max_athletes ≥ 0")
         if o.confirm_detections not in (1, 2):
             raise ConfigError(f"[plugins.tracker] confirm_detections must be 1 or 2, got {o.confirm_detections}")
         if not 0.0 < o.iou_threshold <= 1.0:
@@ -82,8 +83,8 @@ class TrackerPlugin(Plugin):
                                        onnx_model=o.onnx_model, device=context.device)
 
     # -- per stream ------------------------------------------------------------------
-    def _state(self, stream_id: str) -> _StreamState:
-        state = self._streams.get(stream_id)
+    def _state(self, frame: Frame) -> _StreamState:
+        state = self._streams.get(frame.stream_id)
         if state is None:
             from norfair import Tracker
 
@@ -92,17 +93,19 @@ class TrackerPlugin(Plugin):
             # hit_counter_max) and loses 1 per frame; a track dies below 0. Passing
             # period = keep_frames / 2 makes every match refill the track's life to
             # keep_frames, however sporadic the detector; the delay asks for a 2nd match.
-            life = max(o.keep_frames, 2 * o.detect_every)
-            self._period = (life + 1) // 2
-            delay = self._period if o.confirm_detections == 2 else self._period - 1
+            rates = [r for r in (frame.target_fps, frame.source_fps) if r]
+            keep_frames = round(o.keep_seconds * (min(rates) if rates else 25.0))
+            life = max(keep_frames, 2 * o.detect_every, 2)
+            period = (life + 1) // 2
+            delay = period if o.confirm_detections == 2 else period - 1
             tracker = Tracker(distance_function="iou", distance_threshold=1.0 - o.iou_threshold,
-                              hit_counter_max=2 * self._period, initialization_delay=delay)
+                              hit_counter_max=2 * period, initialization_delay=delay)
             motion = None
             if o.camera_motion:
                 from norfair.camera_motion import MotionEstimator
                 motion = MotionEstimator()
-            state = _StreamState(tracker, AthleteSelector(self.params), motion)
-            self._streams[stream_id] = state
+            state = _StreamState(tracker, AthleteSelector(self.params), motion, period)
+            self._streams[frame.stream_id] = state
         return state
 
     def process(self, batch: list[Frame]) -> None:
@@ -115,14 +118,17 @@ class TrackerPlugin(Plugin):
         from norfair import Detection
 
         o = self.options
-        state = self._state(frame.stream_id)
+        state = self._state(frame)
         transform = state.motion.update(frame.rgb) if state.motion is not None else None
         if state.frames % o.detect_every == 0:
             detections = [Detection(points=d.box.reshape(2, 2).astype(np.float64), data=d.score)
                           for d in self._detector.detect(frame.rgb) if d.box[2] > d.box[0] and d.box[3] > d.box[1]]
-            objects = state.tracker.update(detections, period=self._period, coord_transformations=transform)
+            objects = state.tracker.update(detections, period=state.period, coord_transformations=transform)
+            fed = {id(d) for d in detections}
+            matched = {int(obj.id): id(obj.last_detection) in fed for obj in objects}
         else:
             objects = state.tracker.update([], coord_transformations=transform)
+            matched = None
         state.frames += 1
         tracks: dict[int, Track] = {}
         for obj in objects:
@@ -130,7 +136,7 @@ class TrackerPlugin(Plugin):
             box = np.array([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], np.float32)
             tracks[int(obj.id)] = Track(track_id=int(obj.id), box=box, score=float(obj.last_detection.data),
                                         age=int(obj.age))
-        for tid in state.selector.update(tracks, frame.width, frame.height):
+        for tid in state.selector.update(tracks, frame.width, frame.height, matched):
             tracks[tid].is_athlete = True
         return dict(sorted(tracks.items()))
 

@@ -192,3 +192,35 @@ def test_camera_motion_compensation_keeps_a_panned_person():
             (tid, track), = frame.annotations["tracks"].items()
             assert abs(track.box[0] - (300 - 6 * i)) < 8  # follows the person in image coordinates
     assert len(seen) == 1
+
+
+def test_tracks_without_detection_support_are_not_chosen():
+    """A big box the detector confirms only now and then (a false detection, or a ghost
+    coasting on its Kalman prediction) loses to a smaller, steadily detected person."""
+    sel = AthleteSelector(SelectionParams(switch_frames=3))
+    chosen = []
+    for t in range(40):
+        tracks = {1: _track(1, [0, 0, 300, 400]), 2: _track(2, [400, 100, 460, 260])}
+        chosen.append(sel.update(tracks, 640, 480, matched={1: t % 5 == 0, 2: True})[0])
+    assert chosen[-1] == 2 and chosen[-20:] == [2] * 20
+
+
+def test_pedestrians_keep_identities_and_one_athlete(videos_dir):
+    """Many people (HOG detector): several long tracks, and one athlete held throughout."""
+    from offline_train.benchmarks.perception import decode
+
+    plugin = TrackerPlugin(TrackerPlugin.Options(detector="hog"))
+    plugin.setup(plugin.context)
+    lengths = collections.Counter()
+    athletes = []
+    for frame in decode(videos_dir / "pedestrians_vtest.avi", limit=40):
+        plugin.process([frame])
+        tracks = frame.annotations["tracks"]
+        lengths.update(tracks.keys())
+        athletes.append([tid for tid, t in tracks.items() if t.is_athlete])
+    plugin.close()
+    assert sum(1 for n in lengths.values() if n >= 10) >= 3, lengths
+    assert all(len(a) <= 1 for a in athletes)
+    chosen = [a[0] for a in athletes if a]
+    assert len(chosen) >= 0.8 * len(athletes)
+    assert sum(1 for x, y in zip(chosen, chosen[1:]) if x != y) <= 1, chosen

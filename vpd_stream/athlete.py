@@ -1,8 +1,10 @@
 """Athlete selection: which of the tracked people are the athletes.
 
 Each track gets a score from its size (relative linear size in the frame), its age
-(established tracks beat fresh ones), its motion (athletes move; audience and judges
-mostly do not) and, when given, its overlap with the region of play. Scores are smoothed
+(established tracks beat fresh ones), its detection support (the share of recent
+detection passes that matched it: false detections and coasting ghosts score low), its
+motion (athletes move; audience and judges mostly do not) and, when given, its overlap
+with the region of play. Scores are smoothed
 over time, and a challenger replaces an athlete only after outscoring it by
 ``hysteresis`` for ``switch_frames`` consecutive frames, so the choice does not flicker.
 """
@@ -30,6 +32,7 @@ class SelectionParams:
 class _TrackStats:
     score: float = 0.0
     motion: float = 0.0  # EMA of centre displacement per frame, in box heights
+    support: float = 0.5  # EMA over detection passes of "a detection matched this track"
     centre: np.ndarray | None = None
 
 
@@ -58,13 +61,17 @@ class AthleteSelector:
         motion = min(1.0, stats.motion * 20.0)  # 5 % of the body height per frame counts as full motion
         # Age multiplies fully: a box that appeared a moment ago (often a false detection)
         # cannot outrank a person followed for a second.
-        score = size * age * (1.0 + p.motion_weight * motion)
+        score = size * age * stats.support ** 2 * (1.0 + p.motion_weight * motion)
         if p.roi is not None:
             score *= roi_overlap(track.box, p.roi, width, height)
         return score
 
-    def update(self, tracks: dict[int, Track], width: int, height: int) -> list[int]:
-        """Update scores with this frame's tracks; return the athlete track ids."""
+    def update(self, tracks: dict[int, Track], width: int, height: int,
+               matched: dict[int, bool] | None = None) -> list[int]:
+        """Update scores with this frame's tracks; return the athlete track ids.
+
+        ``matched`` (on frames where the detector ran) says which tracks a detection matched.
+        """
         p = self.params
         for tid in list(self._stats):
             if tid not in tracks:
@@ -76,6 +83,8 @@ class AthleteSelector:
                 step = float(np.linalg.norm(centre - stats.centre)) / max(1.0, float(track.box[3] - track.box[1]))
                 stats.motion += p.smoothing * (step - stats.motion)
             stats.centre = centre
+            if matched is not None:
+                stats.support += 0.3 * (float(matched.get(tid, False)) - stats.support)
             instant = self.instant_score(track, stats, width, height)
             stats.score = instant if stats.score == 0.0 else stats.score + p.smoothing * (instant - stats.score)
 
