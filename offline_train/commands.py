@@ -38,13 +38,17 @@ def eval_group() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="write the Markdown tables here")
 @click.option("--quick", is_flag=True, help="a small subset (about a minute); numbers not comparable")
 @click.option("--no-detection", is_flag=True, help="skip the detection benchmark")
+@click.option("--no-bigru", is_flag=True, help="skip the few-shot BiGRU training (NNS-DTW only)")
+@click.option("--splits", type=int, default=5, show_default=True, help="few-shot splits per k to run (of the 5 fixed ones)")
 @click.option("--threads", type=int, default=1, show_default=True)
-def eval_penn(data: Path | None, features: str, out: Path | None, quick: bool, no_detection: bool, threads: int) -> None:
+def eval_penn(data: Path | None, features: str, out: Path | None, quick: bool, no_detection: bool,
+              no_bigru: bool, splits: int, threads: int) -> None:
     """NNS-DTW, few-shot BiGRU/NNS, retrieval, cross-view retrieval and swing detection."""
     from .evaluate_penn import EvalOptions, report_header, run_penn_eval
 
     _threads(threads)
-    opts = EvalOptions(data=data or _default_data(), features=features, quick=quick, detection=not no_detection)
+    opts = EvalOptions(data=data or _default_data(), features=features, quick=quick, detection=not no_detection,
+                       bigru=not no_bigru, splits=splits)
     text = run_penn_eval(opts, log=lambda m: click.echo(m, err=True))
     command = "vpd-stream eval penn-action " + " ".join(sys.argv[3:]) if len(sys.argv) > 2 else "vpd-stream eval penn-action"
     text = report_header(command) + "\n" + text
@@ -68,7 +72,7 @@ def train_group() -> None:
 @click.option("--threads", type=int, default=1, show_default=True)
 def train_recognizer_cmd(data: Path | None, out: Path | None, epochs: int, arch: str, threads: int) -> None:
     """15-class Penn Action recognizer on normalized 2D joints (official train split)."""
-    from .train_heads import train_default_recognizer
+    from .recognition import train_default_recognizer
 
     _threads(threads)
     train_default_recognizer(data or _default_data(), out, epochs, arch, " ".join(["vpd-stream train recognizer", *sys.argv[3:]]))
@@ -79,13 +83,14 @@ def train_recognizer_cmd(data: Path | None, out: Path | None, epochs: int, arch:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="weights path without suffix (default: plugins/weights/penn_swing_detector)")
 @click.option("--steps", type=int, default=100, show_default=True)
+@click.option("--folds", type=int, default=5, show_default=True, help="ensemble size (k-fold cross-validation)")
 @click.option("--threads", type=int, default=1, show_default=True)
-def train_detector_cmd(data: Path | None, out: Path | None, steps: int, threads: int) -> None:
+def train_detector_cmd(data: Path | None, out: Path | None, steps: int, folds: int, threads: int) -> None:
     """Swing detector (tennis/baseball/golf swings vs the other Penn classes), 5-fold ensemble."""
-    from .train_heads import train_default_detector
+    from .detection import train_default_detector
 
     _threads(threads)
-    train_default_detector(data or _default_data(), out, steps, " ".join(["vpd-stream train detector", *sys.argv[3:]]))
+    train_default_detector(data or _default_data(), out, steps, folds, " ".join(["vpd-stream train detector", *sys.argv[3:]]))
 
 
 def main() -> None:  # `python -m offline_train.commands eval penn-action ...` until the CLI registers us

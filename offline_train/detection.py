@@ -225,3 +225,45 @@ def train_ensemble(seqs: list[Sequence], flip: Callable | None, cfg: DetectorTra
         models.append(model)
         infos.append(info)
     return models, infos
+
+
+def train_default_detector(data, out, steps: int, folds: int, command: str, threshold: float = 0.2,
+                           log: Callable[[str], None] = print) -> dict:
+    """Train the swing detector the detector plugin loads by default.
+
+    Trained on 30 sequences of concatenated official-train clips (seed 0), evaluated on 40
+    sequences of test clips (seed 0, the detection benchmark's sequences).
+    """
+    from pathlib import Path
+
+    from vpd_stream.models.head_io import HeadBundle, save_heads
+
+    from .features import get_feature_set
+    from .penn_action import load_penn_action
+
+    fs = get_feature_set("pose2d")
+    clips = load_penn_action(data)
+
+    def make(cs, n):
+        return concat_sequences([fs.extract(c) for c in cs], [c.action in SWING_CLASSES for c in cs],
+                                [c.clip_id for c in cs], n, seed=0)
+
+    train_seqs = make([c for c in clips if c.train], 30)
+    test_seqs = make([c for c in clips if not c.train], 40)
+    cfg = DetectorTrainConfig(steps=steps, folds=folds)
+    models, infos = train_ensemble(train_seqs, fs.flip, cfg, log)
+    mean_len = mean_action_length(train_seqs)
+    preds = [proposals(activations(models, q.features), mean_len, threshold) for q in test_seqs]
+    aps = ap_table(preds, [q.intervals for q in test_seqs])
+    log("test AP " + ", ".join(f"tIoU {t}: {100 * a:.1f}" for t, a in aps.items()))
+    path = Path(out) if out else Path(__file__).resolve().parents[1] / "plugins" / "weights" / "penn_swing_detector"
+    meta = {"action": "swing", "action_classes": list(SWING_CLASSES), "features": "pose",
+            "feature_set": "pose2d", "fps": 25.0, "mean_action_length": mean_len,
+            "threshold": threshold, "min_length": 3, "window": cfg.window,
+            "dataset": "Penn Action official train split, 30 concatenated sequences (seed 0)",
+            "command": command, "train_config": cfg.__dict__, "folds": infos,
+            "metrics": {"test_ap": {str(t): a for t, a in aps.items()},
+                        "test_sequences": "40 concatenated official-test sequences (seed 0)"}}
+    save_heads(path, HeadBundle(models[0].cfg, models, meta))
+    log(f"wrote {path}.safetensors and {path}.json")
+    return meta["metrics"]

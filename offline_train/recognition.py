@@ -128,3 +128,30 @@ def train_recognizer(seqs: list[np.ndarray], labels: np.ndarray, num_classes: in
     model.eval()
     return model, {"val_top1": best[0], "best_epoch": best[1] + 1, "epochs": epochs,
                    "train": len(tr_idx), "val": len(va_idx)}
+
+
+def train_default_recognizer(data, out, epochs: int, arch: str, command: str,
+                             log: Callable[[str], None] = print) -> dict:
+    """Train the 15-class Penn Action recognizer the recognizer plugin loads by default."""
+    from pathlib import Path
+
+    from vpd_stream.models.head_io import HeadBundle, save_heads
+
+    from .features import get_feature_set
+    from .penn_action import CLASSES, load_penn_action
+
+    fs = get_feature_set("pose2d")
+    clips = load_penn_action(data)
+    train = [c for c in clips if c.train]
+    test = [c for c in clips if not c.train]
+    model, info = train_recognizer([fs.extract(c) for c in train], np.array([c.label for c in train]),
+                                   len(CLASSES), fs.flip, TrainConfig(epochs=epochs, arch=arch), log)
+    probs = predict_proba([model], [fs.extract(c) for c in test], fs.flip)
+    info["test_top1"] = float((probs.argmax(1) == np.array([c.label for c in test])).mean())
+    log(f"test top-1 {info['test_top1']:.3f}")
+    path = Path(out) if out else Path(__file__).resolve().parents[1] / "plugins" / "weights" / "penn_recognizer"
+    meta = {"classes": list(CLASSES), "features": "pose", "feature_set": "pose2d", "fps": 25.0,
+            "dataset": "Penn Action official train split", "command": command, "metrics": info}
+    save_heads(path, HeadBundle(model.cfg, [model], meta))
+    log(f"wrote {path}.safetensors and {path}.json")
+    return info

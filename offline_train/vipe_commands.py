@@ -43,7 +43,7 @@ def _sha256(path: Path) -> str:
               help="MSR Action3D folder (with skeleton_real3d/); default $VPD_DATA_DIR/msr_action3d.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=str(DEFAULT_WEIGHTS), show_default=True,
               help="Weights file (.safetensors; a .json sidecar is written next to it).")
-@click.option("--steps", type=int, default=3000, show_default=True)
+@click.option("--steps", type=int, default=1500, show_default=True)
 @click.option("--batch", "batch_poses", type=int, default=256, show_default=True,
               help="3D poses per step (each rendered from two cameras).")
 @click.option("--dim", type=int, default=32, show_default=True, help="Embedding size.")

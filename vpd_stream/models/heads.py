@@ -45,12 +45,12 @@ class SequenceEncoder(nn.Module):
         self.in_drop = nn.Dropout(cfg.input_dropout)
         out = 2 * cfg.hidden
         if cfg.arch == "cnn":
-            layers: list[nn.Module] = []
+            blocks = []
             ch = cfg.input_dim
             for _ in range(cfg.layers + 1):  # a few 1D conv blocks, kernel 5, same length
-                layers += [nn.Conv1d(ch, out, 5, padding=2), nn.BatchNorm1d(out), nn.ReLU()]
+                blocks.append(nn.Sequential(nn.Conv1d(ch, out, 5, padding=2), nn.BatchNorm1d(out), nn.ReLU()))
                 ch = out
-            self.net = nn.Sequential(*layers)
+            self.net = nn.ModuleList(blocks)
         else:
             rnn = nn.GRU if cfg.arch.startswith("bigru") else nn.LSTM
             self.net = rnn(cfg.input_dim, cfg.hidden, num_layers=cfg.layers,
@@ -60,8 +60,12 @@ class SequenceEncoder(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.in_drop(x)
         if self.arch == "cnn":
-            x = x * _mask(lengths, x.shape[1])[..., None]
-            return self.net(x.transpose(1, 2)).transpose(1, 2)
+            # Zero the padding before every block so it acts like the conv's own zero padding.
+            mask = _mask(lengths, x.shape[1])[:, None, :].to(x.dtype)
+            y = x.transpose(1, 2)
+            for block in self.net:
+                y = block(y * mask)
+            return (y * mask).transpose(1, 2)
         if bool((lengths == x.shape[1]).all()):  # no padding: the plain path is ~2x faster
             return self.net(x)[0]
         # Packing keeps padding out of the backward direction's state.

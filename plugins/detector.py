@@ -1,0 +1,281 @@
+"""detector: online sliding-window BiGRU action detection per athlete track.
+
+For each track, per-frame features (``pose`` joints or a student ``embedding``) feed
+windows of ``window`` frames every ``stride`` frames; a frame's activation is the mean
+over every window covering it, and it is final once the last such window has run, i.e.
+up to ``window - 1`` frames after it arrived (fewer with ``lookahead``: then only the
+windows already run count). Runs of final activation above the threshold, at least
+``min_length`` frames long, are stretched or trimmed to 0.67-1.33 x the mean training
+action length and emitted as events on the frame where the interval's (reshaped) end
+has arrived. Latency after an action ends: the look-ahead (<= window - 1 frames) plus
+one frame to see the run end, plus any stretch past the run's end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from offline_train.detection import shape_interval
+from vpd_stream.annotations import feature_vector
+from vpd_stream.errors import ConfigError
+from vpd_stream.frame import EndOfStream, Event, Frame
+from vpd_stream.models.head_io import load_heads
+from vpd_stream.plugin import Plugin, PluginContext
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_DETECTOR = WEIGHTS_DIR / "penn_swing_detector"
+
+
+@torch.no_grad()
+def run_windows(models: list[torch.nn.Module], windows: list[np.ndarray]) -> list[np.ndarray]:
+    """Ensemble-mean sigmoid activations of equal- or mixed-length windows."""
+    out: list[np.ndarray | None] = [None] * len(windows)
+    by_len: dict[int, list[int]] = {}
+    for i, w in enumerate(windows):
+        by_len.setdefault(len(w), []).append(i)
+    for idx in by_len.values():  # equal lengths batch without padding: results never depend on batching
+        x = torch.as_tensor(np.stack([windows[i] for i in idx]), dtype=torch.float32)
+        act = torch.stack([torch.sigmoid(m(x)) for m in models]).mean(0).numpy()
+        for j, i in enumerate(idx):
+            out[i] = act[j]
+    return out  # type: ignore[return-value]
+
+
+def window_starts(n: int, window: int, stride: int, final: bool) -> list[int]:
+    """Window starts over n frames; at the end a last window is aligned to the tail."""
+    starts = list(range(0, max(n - window, -1) + 1, stride)) if n >= window else []
+    if final and n > 0:
+        tail = max(0, n - window)
+        if not starts or starts[-1] + window < n:
+            starts.append(tail)
+    return starts
+
+
+def sliding_window_activations(models: list[torch.nn.Module], features: np.ndarray,
+                               window: int, stride: int) -> np.ndarray:
+    """The offline reference of the plugin's streaming activations (same windows, same mean)."""
+    n = len(features)
+    total, count = np.zeros(n), np.zeros(n)
+    starts = window_starts(n, window, stride, final=True)
+    regular = window_starts(n, window, stride, final=False)
+    # Frames whose covering windows all ran before the stream ended are final without the
+    # tail window (as online, where they were emitted already); the tail adds only to the rest.
+    first_open = next((f for f in range(n) if (f // stride) * stride + window > n), n)
+    for i, (s, a) in enumerate(zip(starts, run_windows(models, [features[s:s + window] for s in starts]))):
+        lo = s if i < len(regular) else max(s, first_open)
+        total[lo:s + len(a)] += a[lo - s:]
+        count[lo:s + len(a)] += 1
+    return total / np.maximum(count, 1)
+
+
+@dataclass
+class TrackState:
+    """One track's feature stream, activations and the interval being built."""
+
+    frames: list[int] = field(default_factory=list)  # frame index per position
+    pts: list[float] = field(default_factory=list)
+    feats: list[np.ndarray] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
+    count: list[int] = field(default_factory=list)
+    next_start: int = 0  # next window start position
+    last_window_end: int = 0
+    finalized: int = 0  # positions < finalized are final
+    run_start: int | None = None
+    run_sum: float = 0.0
+    pending: list[tuple[int, int, float]] = field(default_factory=list)  # shaped (start, end, score)
+    last_activation: float | None = None
+    last_seen: int = 0
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+
+class DetectorPlugin(Plugin):
+    name = "detector"
+    requires = ("tracks", "pose")
+    provides = ("activation",)
+    description = "online sliding-window BiGRU action detection per athlete track (events)"
+    batch_size = 8
+
+    @dataclass
+    class Options:
+        weights: str = ""  # safetensors head without suffix; default plugins/weights/penn_swing_detector
+        features: str = "pose"  # "pose" (26-d joints) or "embedding" (student)
+        window: int = 100  # frames per window (training used 250-frame windows)
+        stride: int = 25
+        lookahead: int = -1  # frames a frame waits for later windows; -1 = window - 1 (all windows)
+        threshold: float = -1.0  # -1 = the head's own (0.2)
+        min_length: int = 3
+        stretch_min: float = 0.67
+        stretch_max: float = 1.33
+        athletes_only: bool = True  # when the tracker marks athletes, follow only them
+        max_gap: int = 25  # frames a track may vanish before its state is flushed
+
+    def __init__(self, options: Any | None = None) -> None:
+        super().__init__(options)
+        o = self.options
+        if o.features not in ("pose", "embedding"):
+            raise ConfigError(f"detector: features must be 'pose' or 'embedding', not {o.features!r}")
+        if o.window < 1 or not 1 <= o.stride <= o.window:
+            raise ConfigError("detector: need window >= 1 and 1 <= stride <= window")
+        self.requires = ("tracks", o.features)
+        self.lookahead = o.window - 1 if o.lookahead < 0 else min(o.lookahead, o.window - 1)
+        self.states: dict[str, dict[int, TrackState]] = {}
+        self.models: list[torch.nn.Module] = []
+
+    def setup(self, context: PluginContext) -> None:
+        super().setup(context)
+        bundle = load_heads(self.options.weights or DEFAULT_DETECTOR, kind="detector")
+        want = {"pose": "pose", "embedding": "embedding"}[self.options.features]
+        if bundle.meta.get("features", want) != want:
+            raise ConfigError(f"detector: weights were trained on {bundle.meta.get('features')} features, "
+                              f"but features = {self.options.features!r}; set features to match")
+        self.models = bundle.models
+        self.dim = bundle.config.input_dim
+        self.action = str(bundle.meta.get("action", "action"))
+        self.mean_len = float(bundle.meta.get("mean_action_length", 0.0))
+        self.threshold = self.options.threshold if self.options.threshold >= 0 else float(bundle.meta.get("threshold", 0.2))
+
+    # -- per frame ----------------------------------------------------------------
+
+    def process(self, batch: list[Frame]) -> None:
+        for frame in batch:
+            self._process_frame(frame)
+
+    def _tracks_of(self, frame: Frame) -> list[int]:
+        tracks = frame.annotations.get("tracks", {}) or {}
+        athletes = [tid for tid, t in tracks.items() if getattr(t, "is_athlete", False)]
+        return sorted(athletes if (self.options.athletes_only and athletes) else tracks)
+
+    def _process_frame(self, frame: Frame) -> None:
+        streams = self.states.setdefault(frame.stream_id, {})
+        ready: list[tuple[TrackState, int]] = []
+        for tid in self._tracks_of(frame):
+            feat = feature_vector(frame.annotations, self.options.features, tid)
+            st = streams.get(tid)
+            if feat is None:
+                if st is None or not st.feats:
+                    continue  # nothing to hold yet: the track's stream starts at its first feature
+                feat = st.feats[-1]  # missing pose: hold the last one
+            feat = np.asarray(feat, dtype=np.float32).reshape(-1)
+            if feat.shape[0] != self.dim:
+                raise ConfigError(f"detector: got {feat.shape[0]}-d {self.options.features} features, "
+                                  f"the head expects {self.dim}-d; use weights trained on these features")
+            if st is None:
+                st = streams[tid] = TrackState()
+            st.frames.append(frame.index)
+            st.pts.append(frame.pts)
+            st.feats.append(feat)
+            st.total.append(0.0)
+            st.count.append(0)
+            st.last_seen = frame.index
+            while st.next_start + self.options.window <= len(st):
+                ready.append((st, st.next_start))
+                st.next_start += self.options.stride
+        self._run(ready, self.options.window)
+        acts = frame.annotations.setdefault("activation", {})
+        for tid, st in list(streams.items()):
+            if st.last_seen == frame.index:
+                self._finalize(st, len(st), final=False)
+                self._emit(frame.stream_id, tid, st, frame.events, frame.index, final=False)
+                if st.last_activation is not None:
+                    acts[tid] = st.last_activation
+            elif frame.index - st.last_seen > self.options.max_gap:
+                self._flush(frame.stream_id, tid, st, frame.events, frame.index)
+                del streams[tid]
+
+    def _run(self, ready: list[tuple[TrackState, int]], length: int, from_pos: int = 0) -> None:
+        if not ready:
+            return
+        windows = [np.stack(st.feats[s:s + length]) for st, s in ready]
+        for (st, s), act in zip(ready, run_windows(self.models, windows)):
+            for k, a in enumerate(act):
+                if s + k < from_pos:
+                    continue  # already final (and possibly emitted): leave it as it was
+                st.total[s + k] += float(a)
+                st.count[s + k] += 1
+            st.last_window_end = max(st.last_window_end, s + len(act))
+
+    def _finalize(self, st: TrackState, n: int, final: bool) -> None:
+        w, s = self.options.window, self.options.stride
+        while st.finalized < n:
+            f = st.finalized
+            covered = (f // s) * s + w <= n  # the last window covering f has run
+            if not (final or covered or f + self.lookahead + 1 <= n):
+                break
+            a = st.total[f] / max(st.count[f], 1)
+            st.last_activation = a
+            self._step_interval(st, f, a)
+            st.finalized += 1
+
+    def _step_interval(self, st: TrackState, f: int, a: float) -> None:
+        if a > self.threshold:
+            if st.run_start is None:
+                st.run_start, st.run_sum = f, 0.0
+            st.run_sum += a
+        elif st.run_start is not None:
+            self._close_run(st, f - 1, last=None)
+
+    def _close_run(self, st: TrackState, end: int, last: int | None) -> None:
+        start = st.run_start
+        assert start is not None
+        if end - start + 1 >= self.options.min_length:
+            s, e = shape_interval(start, end, self.mean_len, self.options.stretch_min,
+                                  self.options.stretch_max, last_frame=last)
+            st.pending.append((s, e, st.run_sum / (end - start + 1)))
+        st.run_start = None
+
+    def _emit(self, stream_id: str, tid: int, st: TrackState, out: list[Event], emitted: int,
+              final: bool) -> None:
+        keep = []
+        for s, e, score in st.pending:
+            if not final and e >= len(st):
+                keep.append((s, e, score))  # its (stretched) end has not arrived yet
+                continue
+            e = min(e, len(st) - 1)
+            out.append(Event(stream_id=stream_id, track_id=tid, label=self.action, score=score,
+                             start_frame=st.frames[s], end_frame=st.frames[e], start_pts=st.pts[s],
+                             end_pts=st.pts[e], emitted_frame=emitted,
+                             extra={"detector": self.action, "activation_mean": round(score, 6)}))
+        st.pending = keep
+
+    def _flush(self, stream_id: str, tid: int, st: TrackState, out: list[Event], emitted: int) -> None:
+        """The track's stream ended: run the tail window, finalize everything, emit."""
+        n = len(st)
+        if n and st.last_window_end < n:
+            self._run([(st, max(0, n - self.options.window))], min(self.options.window, n), st.finalized)
+        self._finalize(st, n, final=True)
+        if st.run_start is not None:
+            self._close_run(st, n - 1, last=n - 1)
+        self._emit(stream_id, tid, st, out, emitted, final=True)
+
+    def end_stream(self, eos: EndOfStream) -> None:
+        for tid, st in sorted(self.states.pop(eos.stream_id, {}).items()):
+            last = st.frames[-1] if st.frames else eos.frames
+            self._flush(eos.stream_id, tid, st, eos.events, last)
+
+    # -- output -------------------------------------------------------------------
+
+    def describe(self, frame: Frame) -> dict[str, Any]:
+        acts = frame.annotations.get("activation", {})
+        return {"tracks": {tid: {"activation": round(float(a), 4)} for tid, a in acts.items()}} if acts else {}
+
+    def draw(self, frame: Frame, image: np.ndarray) -> None:
+        import cv2
+
+        tracks = frame.annotations.get("tracks", {}) or {}
+        for tid, a in frame.annotations.get("activation", {}).items():
+            t = tracks.get(tid)
+            if t is None:
+                continue
+            x1, y1 = int(t.box[0]), int(t.box[1])
+            colour = (0, 0, 255) if a > self.threshold else (200, 200, 200)
+            cv2.putText(image, f"{self.action} {a:.2f}", (x1, max(15, y1 - 22)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2)
+        for ev in frame.events:
+            cv2.putText(image, f"EVENT {ev.label} {ev.start_frame}-{ev.end_frame}", (10, 30),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 255), 2)

@@ -1,0 +1,118 @@
+"""recognizer: the fine-grained class of each detected interval (BiGRU over its features).
+
+Keeps a bounded per-track history of features (missing frames hold the last feature) and
+labels every event it sees in ``frame.events`` / ``eos.events`` that belongs to a track
+it follows: ``event.label`` becomes the class, ``event.extra`` gets the class score and
+the detector's own label.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offline_train.recognition import predict_proba
+from offline_train.pose2d_features import flip_features
+from vpd_stream.annotations import feature_vector
+from vpd_stream.errors import ConfigError
+from vpd_stream.frame import EndOfStream, Event, Frame
+from vpd_stream.models.head_io import load_heads
+from vpd_stream.plugin import Plugin, PluginContext
+
+DEFAULT_RECOGNIZER = Path(__file__).resolve().parent / "weights" / "penn_recognizer"
+
+
+class RecognizerPlugin(Plugin):
+    name = "recognizer"
+    requires = ("tracks", "pose")
+    provides = ("label",)
+    description = "labels each detected interval with a fine-grained class (BiGRU head)"
+    batch_size = 8
+
+    @dataclass
+    class Options:
+        weights: str = ""  # default plugins/weights/penn_recognizer (15 Penn Action classes)
+        features: str = "pose"  # "pose" or "embedding"; must match what the head was trained on
+        history: int = 1500  # frames of features kept per track
+        flip_tta: bool = True  # sum class probabilities over the flipped view (pose features)
+
+    def __init__(self, options: Any | None = None) -> None:
+        super().__init__(options)
+        if self.options.features not in ("pose", "embedding"):
+            raise ConfigError(f"recognizer: features must be 'pose' or 'embedding', not {self.options.features!r}")
+        self.requires = ("tracks", self.options.features)
+        self.history: dict[str, dict[int, OrderedDict[int, np.ndarray]]] = {}
+
+    def setup(self, context: PluginContext) -> None:
+        super().setup(context)
+        bundle = load_heads(self.options.weights or DEFAULT_RECOGNIZER, kind="recognizer")
+        if bundle.meta.get("features", self.options.features) != self.options.features:
+            raise ConfigError(f"recognizer: weights were trained on {bundle.meta.get('features')} features, "
+                              f"but features = {self.options.features!r}; set features to match")
+        self.models = bundle.models
+        self.classes = list(bundle.meta.get("classes") or [str(i) for i in range(bundle.config.num_classes)])
+        self.dim = bundle.config.input_dim
+        self.flip = flip_features if (self.options.flip_tta and self.options.features == "pose") else None
+
+    def process(self, batch: list[Frame]) -> None:
+        for frame in batch:
+            streams = self.history.setdefault(frame.stream_id, {})
+            for tid in (frame.annotations.get("tracks") or {}):
+                feat = feature_vector(frame.annotations, self.options.features, tid)
+                hist = streams.get(tid)
+                if feat is None:
+                    if not hist:
+                        continue
+                    feat = next(reversed(hist.values()))  # missing pose: hold the last
+                if hist is None:
+                    hist = streams[tid] = OrderedDict()
+                hist[frame.index] = np.asarray(feat, dtype=np.float32).reshape(-1)
+                while len(hist) > self.options.history:
+                    hist.popitem(last=False)
+            self._label(frame.stream_id, frame.events)
+            labels = {ev.track_id: ev.label for ev in frame.events if "label_score" in ev.extra}
+            if labels:
+                frame.annotations["label"] = labels
+
+    def end_stream(self, eos: EndOfStream) -> None:
+        self._label(eos.stream_id, eos.events)
+        self.history.pop(eos.stream_id, None)
+
+    def _label(self, stream_id: str, events: list[Event]) -> None:
+        todo = [(ev, seq) for ev in events if ev.stream_id == stream_id and "label_score" not in ev.extra
+                for seq in [self._sequence(stream_id, ev)] if seq is not None]
+        if not todo:
+            return
+        probs = predict_proba(self.models, [seq for _, seq in todo], self.flip)
+        for (ev, _), p in zip(todo, probs):
+            c = int(np.argmax(p))
+            ev.extra["detector_label"] = ev.label
+            ev.label = self.classes[c]
+            # Probabilities were summed over the flip views: report a mean in [0, 1].
+            ev.extra["label_score"] = round(float(p[c]) / (2 if self.flip else 1), 6)
+
+    def _sequence(self, stream_id: str, ev: Event) -> np.ndarray | None:
+        """The event's features frame by frame; gaps hold the last seen (or next) feature."""
+        hist = self.history.get(stream_id, {}).get(ev.track_id)
+        if not hist:
+            return None
+        seq, last = [], None
+        for f in range(ev.start_frame, ev.end_frame + 1):
+            last = hist.get(f, last)
+            if last is not None:
+                seq.append(last)
+            elif seq == [] and f >= next(iter(hist)):
+                continue
+        if not seq:
+            return None
+        x = np.stack(seq)
+        if x.shape[1] != self.dim:
+            raise ConfigError(f"recognizer: got {x.shape[1]}-d features, the head expects {self.dim}-d")
+        return x
+
+    def describe(self, frame: Frame) -> dict[str, Any]:
+        labels = frame.annotations.get("label")
+        return {"tracks": {tid: {"label": lab} for tid, lab in labels.items()}} if labels else {}
