@@ -8,7 +8,7 @@ optional region of interest, with hysteresis so the choice does not flicker.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
