@@ -52,7 +52,7 @@ class PoseSource(Protocol):
 @dataclass
 class TrainConfig:
     data: str = "both"
-    steps: int = 3000
+    steps: int = 1500
     batch_poses: int = 256  # each seen from two cameras: 512 inputs a step
     lr: float = 1e-3
     weight_decay: float = 1e-4
