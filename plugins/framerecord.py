@@ -16,7 +16,7 @@ class FrameRecordPlugin(Plugin):
     name = "framerecord"
     requires = ("rgb",)
     provides = ("record",)
-    description = "per-frame size and mean brightness (no model; the default chain)"
+    description = "per-frame size and mean brightness (no model: a light chain for testing the path)"
     batch_size = 8
 
     def process(self, batch: list[Frame]) -> None:

@@ -27,7 +27,7 @@ def test_several_sources_share_the_pipeline(tmp_path):
     a = make_clip(tmp_path / "a.mp4", frames=30)
     b = make_clip(tmp_path / "b.mkv", codec="libvpx-vp9", frames=20, fps=50)
     out = tmp_path / "out.jsonl"
-    result = run_cli("run", str(a), str(b), "-o", str(out))
+    result = run_cli("run", "--chain", "framerecord", str(a), str(b), "-o", str(out))
     assert result.returncode == 0, result.stderr.decode()
     records = jsonl_records(out)
     per_stream = {}
@@ -44,7 +44,7 @@ def test_several_sources_share_the_pipeline(tmp_path):
 def test_annotated_video_is_written_and_decodes(tmp_path):
     clip = make_clip(tmp_path / "a.mp4", frames=25, size=(320, 240))
     video = tmp_path / "annotated.mp4"
-    result = run_cli("run", str(clip), "--annotate", str(video), "-q")
+    result = run_cli("run", "--chain", "framerecord", str(clip), "--annotate", str(video), "-q")
     assert result.returncode == 0, result.stderr.decode()
     with av.open(str(video)) as container:
         frames = list(container.decode(video=0))
@@ -54,7 +54,7 @@ def test_annotated_video_is_written_and_decodes(tmp_path):
 def test_fps_none_and_max_frames(tmp_path):
     clip = make_clip(tmp_path / "a.mp4", frames=60, fps=60)
     out = tmp_path / "o.jsonl"
-    result = run_cli("run", str(clip), "--fps", "none", "--max-frames", "45", "-o", str(out))
+    result = run_cli("run", "--chain", "framerecord", str(clip), "--fps", "none", "--max-frames", "45", "-o", str(out))
     assert result.returncode == 0
     assert sum(r["type"] == "frame" for r in jsonl_records(out)) == 45
 
@@ -62,6 +62,6 @@ def test_fps_none_and_max_frames(tmp_path):
 @pytest.mark.parametrize("value", ["0", "-3", "fast"])
 def test_bad_fps_is_a_clear_error(tmp_path, value):
     clip = make_clip(tmp_path / "a.mp4", frames=5)
-    result = run_cli("run", str(clip), "--fps", value)
+    result = run_cli("run", "--chain", "framerecord", str(clip), "--fps", value)
     assert result.returncode == 2 and b"Traceback" not in result.stderr
     assert result.stderr.decode().startswith("error:")

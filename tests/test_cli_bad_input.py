@@ -14,19 +14,19 @@ def clip_bytes(tmp_path_factory) -> bytes:
 
 
 def test_missing_file(tmp_path):
-    assert_clean_error(run_cli("run", str(tmp_path / "nope.mp4")), "nope.mp4", "no such file")
+    assert_clean_error(run_cli("run", "--chain", "framerecord", str(tmp_path / "nope.mp4")), "nope.mp4", "no such file")
 
 
 def test_zero_byte_file(tmp_path):
     path = tmp_path / "empty.mp4"
     path.write_bytes(b"")
-    assert_clean_error(run_cli("run", str(path)), "empty.mp4", "empty")
+    assert_clean_error(run_cli("run", "--chain", "framerecord", str(path)), "empty.mp4", "empty")
 
 
 def test_text_file_renamed_mp4(tmp_path):
     path = tmp_path / "notes.mp4"
     path.write_text("these are my notes, not a video\n" * 20)
-    assert_clean_error(run_cli("run", str(path)), "notes.mp4", "not a video")
+    assert_clean_error(run_cli("run", "--chain", "framerecord", str(path)), "notes.mp4", "not a video")
 
 
 def test_truncated_mp4_without_index(tmp_path, clip_bytes):
@@ -34,7 +34,7 @@ def test_truncated_mp4_without_index(tmp_path, clip_bytes):
     mdat = clip_bytes.find(b"mdat")
     path.write_bytes(clip_bytes[: mdat + (len(clip_bytes) - mdat) // 2])  # cut mid-mdat; moov is at the end
     out = tmp_path / "out.jsonl"
-    assert_clean_error(run_cli("run", str(path), "-o", str(out)), "cut.mp4", "moov")
+    assert_clean_error(run_cli("run", "--chain", "framerecord", str(path), "-o", str(out)), "cut.mp4", "moov")
     assert not out.exists()  # failed before anything was written
 
 
@@ -47,7 +47,7 @@ def test_truncated_faststart_mp4_keeps_what_was_decoded(tmp_path):
     path = tmp_path / "cut.mp4"
     path.write_bytes(data[: mdat + (len(data) - mdat) // 2])
     out = tmp_path / "out.jsonl"
-    assert_clean_error(run_cli("run", str(path), "-o", str(out)), "cut.mp4", "truncated")
+    assert_clean_error(run_cli("run", "--chain", "framerecord", str(path), "-o", str(out)), "cut.mp4", "truncated")
     records = jsonl_records(out)
     frames = [r for r in records if r["type"] == "frame"]
     assert 20 < len(frames) < 100  # the frames before the cut were processed and kept
@@ -58,40 +58,40 @@ def test_unsupported_codec(tmp_path):
     assert b"FMP4" in avi
     path = tmp_path / "odd.avi"
     path.write_bytes(avi.replace(b"FMP4", b"QQQQ"))  # a FourCC no decoder knows
-    assert_clean_error(run_cli("run", str(path)), "odd.avi", "unsupported")
+    assert_clean_error(run_cli("run", "--chain", "framerecord", str(path)), "odd.avi", "unsupported")
 
 
 def test_unreachable_url(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text("[source]\nreconnect_attempts = 1\nbackoff_initial = 0.05\nopen_timeout = 2\n")
     # Port 9 on loopback: nothing listens (discard service is not running).
-    result = run_cli("run", "tcp://127.0.0.1:9", "--config", str(config), timeout=60)
+    result = run_cli("run", "--chain", "framerecord", "tcp://127.0.0.1:9", "--config", str(config), timeout=60)
     assert_clean_error(result, "tcp://127.0.0.1:9", "unreachable")
 
 
 def test_bad_toml(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text("[pipeline]\nchain = [framerecord\n")
-    assert_clean_error(run_cli("run", "x.mp4", "--config", str(config)), "bad.toml", "TOML")
+    assert_clean_error(run_cli("run", "--chain", "framerecord", "x.mp4", "--config", str(config)), "bad.toml", "TOML")
 
 
 def test_wrong_key_in_config(tmp_path, clip_bytes):
     config = tmp_path / "c.toml"
     config.write_text("[pipeline]\nfps = 25\ncahin = ['framerecord']\n")
-    err = assert_clean_error(run_cli("run", "x.mp4", "--config", str(config)), "c.toml:3", "cahin")
+    err = assert_clean_error(run_cli("run", "--chain", "framerecord", "x.mp4", "--config", str(config)), "c.toml:3", "cahin")
     assert err.startswith("error:")
 
 
 def test_unknown_plugin(tmp_path, clip_bytes):
     path = tmp_path / "c.mp4"
     path.write_bytes(clip_bytes)
-    assert_clean_error(run_cli("run", str(path), "--chain", "framerecord,teleport"), "teleport", "unknown plugin")
+    assert_clean_error(run_cli("run", "--chain", "framerecord", str(path), "--chain", "framerecord,teleport"), "teleport", "unknown plugin")
 
 
 def test_chain_missing_requirement(tmp_path, clip_bytes):
     path = tmp_path / "c.mp4"
     path.write_bytes(clip_bytes)
-    assert_clean_error(run_cli("run", str(path), "--chain", "crop"), "crop", "requires")
+    assert_clean_error(run_cli("run", "--chain", "framerecord", str(path), "--chain", "crop"), "crop", "requires")
 
 
 def test_one_bad_file_among_good_ones(tmp_path, clip_bytes):
@@ -99,5 +99,5 @@ def test_one_bad_file_among_good_ones(tmp_path, clip_bytes):
     good.write_bytes(clip_bytes)
     bad = tmp_path / "bad.mp4"
     bad.write_text("nope")
-    result = run_cli("run", str(good), str(bad))
+    result = run_cli("run", "--chain", "framerecord", str(good), str(bad))
     assert_clean_error(result, "bad.mp4")

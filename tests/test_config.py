@@ -14,7 +14,7 @@ def write(tmp_path, text):
 def test_no_config_gives_defaults():
     config = load_config(None)
     assert isinstance(config, Config)
-    assert config.pipeline.fps == 25.0 and config.pipeline.chain == ["framerecord"]
+    assert config.pipeline.fps == 25.0 and config.pipeline.chain[:2] == ["tracker", "pose"]
 
 
 def test_valid_config(tmp_path):

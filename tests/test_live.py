@@ -54,7 +54,7 @@ def test_feed_cut_mid_stream_reconnects_and_metrics_show_it(tmp_path, ts_feed):
     out = tmp_path / "out.jsonl"
     port = free_port()
     with LiveFeedServer(ts_feed, duration=30.0, cut_after=1.0) as feed:
-        proc = subprocess.Popen([*CLI, "run", feed.url, "--config", str(config), "-o", str(out),
+        proc = subprocess.Popen([*CLI, "run", "--chain", "framerecord", feed.url, "--config", str(config), "-o", str(out),
                                  "--metrics-port", str(port), "--max-frames", "150"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         text, reconnects = "", 0.0
@@ -89,7 +89,7 @@ def test_feed_that_dies_for_good_is_a_clear_error(tmp_path, ts_feed):
     config.write_text(FAST_RECONNECT.replace("reconnect_attempts = -1", "reconnect_attempts = 2"))
     out = tmp_path / "out.jsonl"
     with LiveFeedServer(ts_feed, duration=30.0, cut_after=1.0, max_connections=1) as feed:
-        result = run_cli("run", feed.url, "--config", str(config), "-o", str(out), timeout=60)
+        result = run_cli("run", "--chain", "framerecord", feed.url, "--config", str(config), "-o", str(out), timeout=60)
     assert_clean_error(result, feed.url)
     frames = [r for r in jsonl_records(out) if r["type"] == "frame"]
     assert len(frames) > 5  # what was received before the feed died is kept
@@ -98,7 +98,7 @@ def test_feed_that_dies_for_good_is_a_clear_error(tmp_path, ts_feed):
 def test_stdin_mpegts(tmp_path):
     clip = make_clip(tmp_path / "c.ts", frames=50, container_format="mpegts")
     out = tmp_path / "out.jsonl"
-    result = run_cli("run", "-", "-o", str(out), input=clip.read_bytes())
+    result = run_cli("run", "--chain", "framerecord", "-", "-o", str(out), input=clip.read_bytes())
     assert result.returncode == 0, result.stderr.decode()
     frames = [r for r in jsonl_records(out) if r["type"] == "frame"]
     assert len(frames) == 50 and frames[0]["stream"] == "stdin" and frames[0]["pts"] == 0.0
@@ -106,7 +106,7 @@ def test_stdin_mpegts(tmp_path):
 
 def test_stdin_to_stdout(tmp_path):
     clip = make_clip(tmp_path / "c.mkv", frames=20)
-    result = run_cli("run", "-", "-o", "-", "-q", input=clip.read_bytes())
+    result = run_cli("run", "--chain", "framerecord", "-", "-o", "-", "-q", input=clip.read_bytes())
     assert result.returncode == 0
     lines = result.stdout.decode().splitlines()
     assert len(lines) == 21 and '"type":"end"' in lines[-1]
@@ -117,7 +117,7 @@ def test_ctrl_c_drains_and_exits_zero(tmp_path, ts_feed):
     config = tmp_path / "c.toml"
     config.write_text(FAST_RECONNECT)
     with LiveFeedServer(ts_feed, duration=30.0) as feed:
-        proc = subprocess.Popen([*CLI, "run", feed.url, "-o", str(out), "--config", str(config)],
+        proc = subprocess.Popen([*CLI, "run", "--chain", "framerecord", feed.url, "-o", str(out), "--config", str(config)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 2000):

@@ -29,7 +29,7 @@ def test_soak_feed_cut_100_times(tmp_path, capsys):
                       "open_timeout = 3\nread_timeout = 3\n")
     out = tmp_path / "out.jsonl"
     with LiveFeedServer(data, duration=60.0, cut_after=1.0) as feed:
-        proc = subprocess.Popen([*CLI, "run", feed.url, "--config", str(config), "-o", str(out)],
+        proc = subprocess.Popen([*CLI, "run", "--chain", "framerecord", feed.url, "--config", str(config), "-o", str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         baseline = None
         deadline = time.monotonic() + 400
@@ -73,7 +73,7 @@ def test_fuzz_200_mutated_clips(tmp_path):
             data = data[: rng.randrange(1, len(data))]
         path = tmp_path / f"fuzz{i}{rng.choice(['.mp4', '.mkv', '.ts', '.avi'])}"
         path.write_bytes(bytes(data))
-        result = run_cli("run", str(path), "-o", str(tmp_path / "o.jsonl"), "-q", timeout=30)
+        result = run_cli("run", "--chain", "framerecord", str(path), "-o", str(tmp_path / "o.jsonl"), "-q", timeout=30)
         err = result.stderr.decode()
         assert "Traceback" not in err and "internal error" not in err, (path, err)
         for line in (tmp_path / "o.jsonl").read_text().splitlines() if (tmp_path / "o.jsonl").exists() else []:

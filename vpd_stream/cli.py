@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import Config, _Locator, build_dataclass, coerce, load_config
+from .config import DEFAULT_CHAIN, Config, _Locator, build_dataclass, coerce, load_config
 from .errors import ConfigError, PluginError, VpdError
 
 log = logging.getLogger("vpd_stream")
@@ -141,7 +141,8 @@ def build_plugins(config: Config) -> list:
 @cli.command()
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML configuration file.")
-@click.option("--chain", help="Comma-separated plugins, in order (default: from config, else framerecord).")
+@click.option("--chain", help="Comma-separated plugins, in order (default: from config, else "
+              "tracker,pose,crop,flow,detector,recognizer).")
 @click.option("-o", "--out", help="JSONL output file, or - for stdout. Without it, detections are printed.")
 @click.option("--annotate", help="Write an annotated video of the first stream to this path (.mp4).")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
@@ -335,7 +336,6 @@ def plugins_command() -> None:
 
 # -- demo ----------------------------------------------------------------------------
 
-DEMO_CHAIN = ["tracker", "pose", "detector", "recognizer"]
 
 
 @cli.command()
@@ -353,7 +353,7 @@ def demo(chain, out, annotate) -> None:
         names = coerce(chain, list[str])
     else:
         names = []
-        for name in DEMO_CHAIN:  # the longest prefix of the main chain that is installed
+        for name in DEFAULT_CHAIN:  # the longest prefix of the main chain that is installed
             try:
                 load_plugin_class(name)
             except PluginError:

@@ -17,9 +17,14 @@ from typing import Any, Union
 from .errors import ConfigError
 
 
+# The serving chain that needs no trained student: track, teacher pose, crop, flow, and the
+# default swing detector and recognizer heads on the teacher's pose features.
+DEFAULT_CHAIN = ["tracker", "pose", "crop", "flow", "detector", "recognizer"]
+
+
 @dataclass
 class PipelineConfig:
-    chain: list[str] = field(default_factory=lambda: ["framerecord"])
+    chain: list[str] = field(default_factory=lambda: list(DEFAULT_CHAIN))
     fps: float | None = 25.0  # target rate; None ("none" in TOML/CLI) keeps the source rate
     device: str = "cpu"
     engine: str = "onnxruntime"
