@@ -12,7 +12,7 @@ import numpy as np
 from vpd_stream.errors import ConfigError
 
 from .penn_action import PennClip
-from .pose2d_features import flip_features, normalize_joints
+from vpd_stream.skeleton import flip_features, normalize_joints
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from offline_train.recognition import predict_proba
-from offline_train.pose2d_features import flip_features
+from vpd_stream.skeleton import flip_features
 from vpd_stream.annotations import feature_vector
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Event, Frame

@@ -26,7 +26,7 @@ def test_make_splits_deterministic() -> None:
 
 
 def test_flip_shortcut_equals_four_combinations() -> None:
-    from offline_train.pose2d_features import flip_features
+    from vpd_stream.skeleton import flip_features
     from vpd_stream.dtw import DtwIndex
 
     rng = np.random.default_rng(0)

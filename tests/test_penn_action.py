@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from offline_train.penn_action import CLASSES, load_clip, load_penn_action, resample_indices
-from offline_train.pose2d_features import flip_features, normalize_joints
+from vpd_stream.skeleton import flip_features, normalize_joints
 from offline_train.retrieval import precision_at_k
 
 

@@ -38,7 +38,7 @@ def test_labels_events_with_class_and_score(tmp_path) -> None:
         seq = feats[s:e + 1].copy()
         seq[15 - s:16 - s] = feats[14] if s <= 15 <= e else seq[15 - s:16 - s]
         from offline_train.recognition import predict_proba
-        from offline_train.pose2d_features import flip_features
+        from vpd_stream.skeleton import flip_features
         p = predict_proba([model], [seq], flip_features)[0]
         assert ev.label == ["a", "b", "c"][int(np.argmax(p))]
     assert frames[30].annotations["label"] == {3: frames[30].events[0].label}

@@ -69,6 +69,24 @@ def normalize_pose(keypoints: np.ndarray) -> np.ndarray:
     return ((xy - centre) * (0.5 / largest)).astype(np.float32)
 
 
+def normalize_joints(xy: np.ndarray) -> np.ndarray:
+    """Batched ``pose_features``: (…, 13, ≥2) joints → (…, 26) float32 features.
+
+    Same rule as ``normalize_pose`` (a degenerate torso gives zeros), for whole sequences
+    and data sets at once.
+    """
+    xy = np.asarray(xy, dtype=np.float32)[..., :2]
+    if xy.shape[-2:] != (NUM_JOINTS, 2):
+        raise ValueError(f"expected (..., {NUM_JOINTS}, 2) joints, got shape {xy.shape}")
+    centre = 0.5 * (xy[..., JOINT["left_hip"], :] + xy[..., JOINT["right_hip"], :])
+    torso = xy[..., list(TORSO), :]
+    dists = np.linalg.norm(torso[..., :, None, :] - torso[..., None, :, :], axis=-1)
+    largest = dists.max(axis=(-1, -2))
+    scale = np.where(largest < _EPS, 0.0, 0.5 / np.maximum(largest, _EPS))
+    out = (xy - centre[..., None, :]) * scale[..., None, None]
+    return out.reshape(*xy.shape[:-2], FEATURE_DIM).astype(np.float32)
+
+
 def flip_normalized(joints: np.ndarray) -> np.ndarray:
     """Mirror normalized joints: swap left/right and negate x (its own inverse)."""
     flipped = np.asarray(joints, dtype=np.float32)[FLIP_PERM].copy()

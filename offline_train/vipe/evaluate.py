@@ -27,7 +27,7 @@ import numpy as np
 
 from offline_train.fewshot import KS, NUM_SPLITS, penn_splits
 from offline_train.penn_action import VIEWS, PennClip, load_penn_action
-from offline_train.pose2d_features import flip_features, normalize_joints
+from vpd_stream.skeleton import flip_features, normalize_joints
 from offline_train.retrieval import precision_at_k
 from vpd_stream.dtw import DtwIndex
 from vpd_stream.errors import InputError
