@@ -95,7 +95,9 @@ def aggregate(grid_xy: np.ndarray, weight: np.ndarray, cfg: HeatmapConfig) -> np
     gx = np.exp(-((xs[None, None, :] - grid_xy[..., 0:1]) ** 2) * inv)  # (T, J, W)
     gy = np.exp(-((ys[None, None, :] - grid_xy[..., 1:2]) ** 2) * inv)  # (T, J, H)
     gy = gy * weight[..., None]
-    maps = np.einsum("tc,tjy,tjx->jcyx", enc, gy, gx, optimize=True).astype(np.float32)
+    # (J, C, H, T) @ (J, 1, T, W): one batched BLAS matmul over time.
+    gyw = np.ascontiguousarray((enc.T[:, :, None, None] * gy[None]).transpose(2, 0, 3, 1))
+    maps = np.matmul(gyw, gx.transpose(1, 0, 2)[:, None]).astype(np.float32)
     if cfg.normalization == "area":
         maps /= np.maximum(enc.sum(0), 1e-6)[None, :, None, None]
     elif cfg.normalization == "max":

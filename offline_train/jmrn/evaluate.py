@@ -128,6 +128,7 @@ def read_result(out_dir: Path, name: str) -> dict | None:
 FULL_EPOCHS = 5  # 2 shared CPU cores: ~40 steps an epoch at ~2 s a step
 ABLATION_K = 8  # ablations train on the k = 8 few-shot split 0 (120 clips) to stay short
 FEWSHOT_OVER = {"min_steps": 30, "epochs": 4}  # ~30–60 steps per few-shot run (2 shared cores)
+BIGRU_EPOCHS = 15  # issue 5 uses 30; halved to fit the shared machine
 FIGURES = Path(__file__).resolve().parents[2] / "figures"
 
 
@@ -150,7 +151,7 @@ def run_part(root: Path, out: Path, part: str, variant: str = "proposed", shots:
     if part == "full":
         model, res = run_experiment(data, "full_proposed", out, "proposed",
                                     train_over={"epochs": FULL_EPOCHS, **quick_over}, log=log)
-        save_jmrn(out / "full_proposed.safetensors", model, asdict(CPU_HEATMAP), list(CLASSES),
+        save_jmrn(out / "weights" / "jmrn_full.safetensors", model, asdict(CPU_HEATMAP), list(CLASSES),
                   {"test_top1": round(res["top1"], 4), "dataset": "penn_action official train split, 25 fps",
                    "command": "vpd-stream eval penn-action-jmrn --part full", "epochs": res["epochs"]})
     elif part == "ablation":
@@ -186,7 +187,7 @@ def run_bigru(root: Path, data: PennMaps, out: Path, quick: bool, log: Callable[
     clips = {c.clip_id: c for c in load_penn_action(root, limit=120 if quick else None)}
     seqs = [fs.extract(clips[i]) for i in data.ids]
     tr, te = np.flatnonzero(data.train), np.flatnonzero(~data.train)
-    cfg = GruConfig(epochs=1, min_steps=0) if quick else GruConfig()
+    cfg = GruConfig(epochs=1, min_steps=0) if quick else GruConfig(epochs=BIGRU_EPOCHS)
     model, stats = train_recognizer([seqs[i] for i in tr], data.labels[tr], len(CLASSES), fs.flip, cfg, log=log)
     p_tr = np.log(np.clip(predict_proba([model], [seqs[i] for i in tr], fs.flip) / 2, 1e-8, 1))
     p_te = np.log(np.clip(predict_proba([model], [seqs[i] for i in te], fs.flip) / 2, 1e-8, 1))
@@ -245,7 +246,7 @@ def _fusion_figure(res: dict) -> None:
     plt.close(fig)
 
 
-NUM_CLIPS = 8
+NUM_CLIPS = 6
 
 
 def run_clip_selection(root: Path, data: PennMaps, out: Path, quick: bool, log: Callable[[str], None]) -> dict:
@@ -258,11 +259,14 @@ def run_clip_selection(root: Path, data: PennMaps, out: Path, quick: bool, log: 
     from .clip_selection import (RankerConfig, accuracy_vs_k, clip_descriptor, clip_windows, fit_ranker,
                                  normalized, oracle_topk)
 
-    weights = out / "full_proposed.safetensors"
+    weights = out / "weights" / "jmrn_full.safetensors"
     if not weights.is_file():
         raise ConfigError(f"clip selection needs the clip classifier {weights}; run --part full first")
     model, _ = load_jmrn(weights)
     clips = {c.clip_id: c for c in load_penn_action(root, limit=120 if quick else None)}
+    # Every other training video trains the ranker (enough for a 66-d MLP; halves the rendering).
+    keep = np.flatnonzero(~data.train | (np.cumsum(data.train) % 2 == 1))
+    data = PennMaps([data.ids[i] for i in keep], data.labels[keep], data.train[keep], data.maps[:0])
     maps, desc = [], []
     for cid in data.ids:
         kp = clips[cid].keypoints[..., :2]
@@ -328,6 +332,8 @@ def results_table(out: Path) -> str:
               "| k per class | splits run | top-1 per split | mean |", "|---|---|---|---|"]
     for k in (4, 8, 16, 32):
         vals = [top(f"fewshot_k{k}_s{s}") for s in range(5)]
+        if k == ABLATION_K and vals[0] is None:
+            vals[0] = top("ablation_proposed")  # the very same run (proposed, split 0, same budget)
         got = [v for v in vals if v is not None]
         per = ", ".join(_pct(v) for v in got) or "—"
         lines.append(f"| {k} | {len(got)} of 5 | {per} | {_pct(float(np.mean(got)) if got else None)} |")

@@ -1,0 +1,107 @@
+"""The JMRN recognizer plugin: labels detected intervals from a track's teacher poses."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from plugins.jmrn_recognizer import DEFAULT_WEIGHTS, JmrnRecognizerPlugin
+from vpd_stream.annotations import Pose, Track
+from vpd_stream.errors import ConfigError, ModelError
+from vpd_stream.frame import EndOfStream, Event, Frame
+from vpd_stream.models.jmrn import JMRN, JmrnConfig, save_jmrn
+from vpd_stream.plugin import PluginContext
+
+CLASSES = ["a", "b", "c"]
+
+
+@pytest.fixture()
+def tiny_weights(tmp_path) -> Path:
+    torch.manual_seed(0)
+    model = JMRN(JmrnConfig(num_classes=3, height=16, width=16, extractor=(4, 4, 8, 8), c_dim=4,
+                            selector_hidden=8, cls_width=8, proj_hidden=8, proj_dim=4)).eval()
+    hm = {"height": 16, "width": 16, "sigma": 1.0, "pad": 0.1, "normalization": "area", "min_score": 0.0}
+    return save_jmrn(tmp_path / "tiny.safetensors", model, hm, CLASSES)
+
+
+def _frames(keypoints: np.ndarray, stream: str = "s", tracks: tuple[int, ...] = (1,)) -> list[Frame]:
+    frames = []
+    for i, kp in enumerate(keypoints):
+        f = Frame(stream, i, i / 25.0, np.zeros((4, 4, 3), np.uint8))
+        f.annotations["tracks"] = {t: Track(t, np.zeros(4, np.float32), 1.0) for t in tracks}
+        f.annotations["pose"] = {t: Pose(kp + 50 * t, np.zeros(26, np.float32), 1.0) for t in tracks}
+        frames.append(f)
+    return frames
+
+
+def _walk(t: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    kp = np.zeros((t, 13, 3), np.float32)
+    kp[..., :2] = rng.uniform(0, 100, (13, 2)) + np.linspace(0, 30, t)[:, None, None]
+    kp[..., 2] = 0.9
+    return kp
+
+
+def test_labels_events_in_frames_and_at_end_of_stream(tiny_weights) -> None:
+    plugin = JmrnRecognizerPlugin(JmrnRecognizerPlugin.Options(weights=str(tiny_weights)))
+    plugin.setup(PluginContext())
+    frames = _frames(_walk(30), tracks=(1, 2))
+    ev = Event("s", 1, "action", 0.9, 5, 20, 0.2, 0.8)
+    frames[20].events.append(ev)
+    plugin.process(frames[:25])
+    assert ev.label in CLASSES and ev.extra["detector_label"] == "action"
+    info = ev.extra["jmrn"]
+    assert info["frames"] == 16 and info["label"] == ev.label and len(info["top3"]) == 3
+    assert abs(sum(p for _, p in info["top3"]) - 1.0) < 1e-4  # 3 classes: top-3 is everything
+    # The same interval on another track, classified directly, gives the same answer as the plugin.
+    kp = plugin.interval_keypoints("s", ev)
+    assert np.allclose(plugin.classify(kp), plugin.classify(_walk(30)[5:21]), atol=1e-4)
+    plugin.process(frames[25:])
+    late = Event("s", None, "action", 0.5, 26, 29, 1.0, 1.2)
+    short = Event("s", 2, "action", 0.5, 29, 29, 1.2, 1.2)
+    eos = EndOfStream("s", 30, events=[late, short])
+    plugin.end_stream(eos)
+    assert late.label in CLASSES and late.extra["jmrn"]["frames"] == 4
+    assert short.extra["jmrn"] is None and short.label == "action"  # 1 pose < min_frames
+    assert "s" not in plugin._poses  # the stream's state is dropped
+
+
+def test_keep_label_option_and_errors(tiny_weights, tmp_path) -> None:
+    plugin = JmrnRecognizerPlugin(JmrnRecognizerPlugin.Options(weights=str(tiny_weights), set_label=False))
+    plugin.setup(PluginContext())
+    frames = _frames(_walk(10))
+    ev = Event("s", 1, "swing", 0.9, 0, 9, 0.0, 0.4)
+    frames[-1].events.append(ev)
+    plugin.process(frames)
+    assert ev.label == "swing" and ev.extra["jmrn"]["label"] in CLASSES
+    with pytest.raises(ModelError, match="missing"):
+        JmrnRecognizerPlugin(JmrnRecognizerPlugin.Options(weights=str(tmp_path / "x.safetensors"))).setup(PluginContext())
+    with pytest.raises(ConfigError):
+        JmrnRecognizerPlugin.Options(min_frames=0)
+
+
+def test_bundled_model_recognizes_penn_action(data_dir) -> None:
+    """The committed weights, on real Penn Action test clips, through the plugin."""
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip("bundled JMRN weights not trained yet")
+    from offline_train.penn_action import load_clip
+
+    plugin = JmrnRecognizerPlugin()
+    plugin.setup(PluginContext())
+    files = sorted((data_dir / "penn_action" / "labels").glob("*.mat"))[::25]
+    clips = [c for c in (load_clip(f) for f in files) if not c.train]
+    correct = 0
+    for n, clip in enumerate(clips):
+        stream = f"clip{n}"
+        frames = _frames(clip.keypoints, stream)
+        for f, kp in zip(frames, clip.keypoints):
+            f.annotations["pose"][1] = Pose(kp, np.zeros(26, np.float32), 1.0)
+        ev = Event(stream, 1, "action", 1.0, 0, len(frames) - 1, 0.0, 1.0)
+        frames[-1].events.append(ev)
+        plugin.process(frames)
+        plugin.end_stream(EndOfStream(stream))
+        correct += ev.label == clip.action
+    assert len(clips) >= 20
+    assert correct / len(clips) > 0.5, f"{correct}/{len(clips)} Penn Action test clips right"
