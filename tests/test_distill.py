@@ -211,3 +211,27 @@ def test_vipe_teacher_targets_and_their_mirror(store, tmp_path):
     _, _, target = augment_batch(b["rgb"], b["flow"], b["target"], None, torch.Generator().manual_seed(0), cfg,
                                  b["target_flipped"])
     assert torch.equal(target, b["target_flipped"])
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_on_cpu(store, tmp_path):
+    """Two gloo ranks: each takes half of the sampled frames; the sums are all-reduced."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    out = tmp_path / "ddp.safetensors"
+    cmd = [str(torchrun), "--nproc_per_node=2", "--master_port=29561", "-m", "offline_train.distill.train",
+           str(store), "--out", str(out), "--architecture", "resnet18", "--epochs", "1", "--epoch-size", "4",
+           "--batch-size", "4", "--loader-workers", "0", "--val-frames", "4", "--threads", "1", "-q"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((run_dir(out) / "results.json").read_text())
+    assert results["history"][0]["frames"] == 4  # 2 per rank, summed
+    from vpd_stream.models.checkpoint import load_student
+
+    assert load_student(out)[1].teacher == "pose2d"
