@@ -97,13 +97,15 @@ PARTS = ("full", "ablation", "fewshot", "bigru", "fusion", "clips", "table")
                    "rows in the official split's order; may repeat.")
 @click.option("--results", type=click.Path(dir_okay=False), default="RESULTS-jmrn.md", show_default=True,
               help="(--part table) Markdown file to write.")
+@click.option("--min-steps", type=int, default=None,
+              help="(--part ablation/fewshot) optimizer steps at least (default: the preset's 30).")
 @click.option("--quick", is_flag=True, help="Few clips, one epoch: checks the wiring only.")
 @click.option("--threads", type=int, default=2, show_default=True)
-def eval_jmrn(data, out, part, variant, shots, split, extra_logits, results, quick, threads) -> None:
+def eval_jmrn(data, out, part, variant, shots, split, extra_logits, results, min_steps, quick, threads) -> None:
     """Penn Action evaluation of JMRN: full, ablations, few-shot, fusion, clip selection."""
     from .jmrn import evaluate
 
     _threads(threads)
     evaluate.run_part(_data_root(data), Path(out), part, variant=variant, shots=shots, split=split,
                          extra_logits=[Path(p) for p in extra_logits], results=Path(results),
-                         quick=quick, log=click.echo)
+                         min_steps=min_steps, quick=quick, log=click.echo)

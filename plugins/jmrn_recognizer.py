@@ -4,8 +4,10 @@ It keeps, per stream and track, the recent poses (frame index → 13 keypoints).
 event (a detection) passes in ``frame.events`` or, at the end of a stream, in
 ``eos.events``, the poses of the event's track inside [start, end] become one aggregated
 heatmap clip, and JMRN classifies it (flip test-time averaging). The class goes to
-``event.label`` (the detector's own label is kept in ``extra["detector_label"]``), and
-``extra["jmrn"]`` holds the class, its probability and the top-3.
+``event.label`` (the detector's own label is kept in ``extra["detector_label"]``, the class
+probability in ``extra["label_score"]``: the BiGRU recognizer's convention, so it leaves
+such events alone), ``extra["jmrn"]`` holds the class, its probability and the top-3, and
+the frame's ``"label"`` annotation maps track id → class for the per-frame record.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "jmrn_default.sa
 class JmrnRecognizerPlugin(Plugin):
     name = "jmrn"
     requires = ("tracks", "pose")
-    provides = ()
+    provides = ("label",)
     description = "labels detected intervals with JMRN on the track's teacher-pose heatmaps"
     batch_size = 16
 
@@ -74,6 +76,9 @@ class JmrnRecognizerPlugin(Plugin):
                 buf = tracks.setdefault(int(tid), deque(maxlen=self.options.max_frames))
                 buf.append((frame.index, np.asarray(pose.keypoints, dtype=np.float32)))
             self._label(frame.stream_id, frame.events)
+            labels = {ev.track_id: ev.label for ev in frame.events if (ev.extra.get("jmrn") or {}).get("label") == ev.label}
+            if labels:
+                frame.annotations.setdefault("label", {}).update(labels)
 
     def end_stream(self, eos: EndOfStream) -> None:
         self._label(eos.stream_id, eos.events)
@@ -118,3 +123,8 @@ class JmrnRecognizerPlugin(Plugin):
             if self.options.set_label:
                 event.extra.setdefault("detector_label", event.label)
                 event.label = self.classes[best]
+                event.extra["label_score"] = round(float(probs[best]), 6)
+
+    def describe(self, frame: Frame) -> dict[str, Any]:
+        labels = frame.annotations.get("label")
+        return {"tracks": {tid: {"label": lab} for tid, lab in labels.items()}} if labels else {}

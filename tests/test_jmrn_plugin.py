@@ -52,6 +52,9 @@ def test_labels_events_in_frames_and_at_end_of_stream(tiny_weights) -> None:
     frames[20].events.append(ev)
     plugin.process(frames[:25])
     assert ev.label in CLASSES and ev.extra["detector_label"] == "action"
+    assert ev.extra["label_score"] == ev.extra["jmrn"]["prob"]
+    assert frames[20].annotations["label"] == {1: ev.label}
+    assert plugin.describe(frames[20]) == {"tracks": {1: {"label": ev.label}}}
     info = ev.extra["jmrn"]
     assert info["frames"] == 16 and info["label"] == ev.label and len(info["top3"]) == 3
     assert abs(sum(p for _, p in info["top3"]) - 1.0) < 1e-4  # 3 classes: top-3 is everything

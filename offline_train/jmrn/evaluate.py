@@ -134,7 +134,7 @@ FIGURES = Path(__file__).resolve().parents[2] / "figures"
 
 def run_part(root: Path, out: Path, part: str, variant: str = "proposed", shots: int | None = None,
              split: int = 0, extra_logits: list[Path] | None = None, results: Path | None = None,
-             quick: bool = False, log: Callable[[str], None] = print) -> dict | None:
+             quick: bool = False, log: Callable[[str], None] = print, min_steps: int | None = None) -> dict | None:
     from vpd_stream.errors import ConfigError
     from vpd_stream.models.jmrn import save_jmrn
 
@@ -148,6 +148,8 @@ def run_part(root: Path, out: Path, part: str, variant: str = "proposed", shots:
         return None
     data = load_penn_maps(root, limit=120 if quick else None)
     quick_over = {"epochs": 1, "min_steps": 0, "batch_size": 16} if quick else {}
+    if min_steps is not None and not quick:
+        quick_over["min_steps"] = min_steps
     if part == "full":
         model, res = run_experiment(data, "full_proposed", out, "proposed",
                                     train_over={"epochs": FULL_EPOCHS, **quick_over}, log=log)
