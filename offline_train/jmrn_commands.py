@@ -44,7 +44,7 @@ def _threads(n: int) -> None:
               help="Weights file (.safetensors; a .json sidecar is written next to it).")
 @click.option("--variant", type=click.Choice(["proposed", "no_contrastive", "only_aug", "proposed_no_paa",
                                               "no_contrastive_no_paa"]), default="proposed", show_default=True)
-@click.option("--epochs", type=int, default=None, help="Training epochs (default: the preset's).")
+@click.option("--epochs", type=int, default=None, help="Training epochs (default 5, as the bundled model).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True, help="A tiny run (a few clips, 1 epoch) to check the setup.")
 @click.option("--threads", type=int, default=2, show_default=True)
@@ -57,7 +57,7 @@ def train_jmrn(data: str | None, output: str, variant: str, epochs: int | None, 
 
     from vpd_stream.models.jmrn import save_jmrn
 
-    from .jmrn.evaluate import CPU_HEATMAP, load_penn_maps, model_config, top1, train_config
+    from .jmrn.evaluate import CPU_HEATMAP, FULL_EPOCHS, load_penn_maps, model_config, top1, train_config
     from .jmrn.train import predict_logits, train_jmrn as fit
     from .penn_action import CLASSES
 
@@ -65,7 +65,7 @@ def train_jmrn(data: str | None, output: str, variant: str, epochs: int | None, 
     root = _data_root(data)
     data_maps = load_penn_maps(root, CPU_HEATMAP, limit=120 if quick else None)
     tr, te = np.flatnonzero(data_maps.train), np.flatnonzero(~data_maps.train)
-    over = {"epochs": 1, "min_steps": 0, "batch_size": 16} if quick else {}
+    over = {"epochs": 1, "min_steps": 0, "batch_size": 16} if quick else {"epochs": FULL_EPOCHS}
     if epochs is not None:
         over["epochs"] = epochs
     tcfg = train_config(variant, seed=seed, **over)
@@ -99,13 +99,16 @@ PARTS = ("full", "ablation", "fewshot", "bigru", "fusion", "clips", "table")
               help="(--part table) Markdown file to write.")
 @click.option("--min-steps", type=int, default=None,
               help="(--part ablation/fewshot) optimizer steps at least (default: the preset's 30).")
+@click.option("--beta", type=int, default=None, help="(--part ablation) PAA global shift, grid pixels (default 6).")
+@click.option("--gamma", type=int, default=None, help="(--part ablation) PAA group shift, grid pixels (default 2).")
 @click.option("--quick", is_flag=True, help="Few clips, one epoch: checks the wiring only.")
 @click.option("--threads", type=int, default=2, show_default=True)
-def eval_jmrn(data, out, part, variant, shots, split, extra_logits, results, min_steps, quick, threads) -> None:
+def eval_jmrn(data, out, part, variant, shots, split, extra_logits, results, min_steps, beta, gamma, quick,
+              threads) -> None:
     """Penn Action evaluation of JMRN: full, ablations, few-shot, fusion, clip selection."""
     from .jmrn import evaluate
 
     _threads(threads)
     evaluate.run_part(_data_root(data), Path(out), part, variant=variant, shots=shots, split=split,
                          extra_logits=[Path(p) for p in extra_logits], results=Path(results),
-                         min_steps=min_steps, quick=quick, log=click.echo)
+                         min_steps=min_steps, beta=beta, gamma=gamma, quick=quick, log=click.echo)

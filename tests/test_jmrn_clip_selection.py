@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from offline_train.jmrn.clip_selection import (DESCRIPTOR_DIM, accuracy_vs_k, clip_descriptor, clip_windows,
+from offline_train.jmrn.clip_selection import (DESCRIPTOR_DIM, RankerConfig, accuracy_vs_k, clip_descriptor, clip_windows,
                                                fit_ranker, oracle_topk, select)
 
 
@@ -52,10 +52,15 @@ def test_ranker_mimics_the_oracle_and_beats_random() -> None:
     tr, te = np.arange(200), np.arange(200, 300)
     oracle = oracle_topk(logp[tr], labels[tr], 2)
     assert oracle.sum(1).tolist() == [2] * 200
-    ranker = fit_ranker(desc[tr], oracle)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 66-d MLP: extra threads only add overhead on a busy machine
+    try:
+        ranker = fit_ranker(desc[tr], oracle, RankerConfig(epochs=150))
+    finally:
+        torch.set_num_threads(threads)
     with torch.no_grad():
         scores = ranker(torch.as_tensor(desc[te])).numpy()
-    curves = accuracy_vs_k(logp[te], labels[te], scores, [1, 2, 8])
+    curves = accuracy_vs_k(logp[te], labels[te], scores, [1, 2, 8], random_repeats=3)
     assert curves["ranker"][1] > curves["random"][1] + 0.2
     assert curves["ranker"][1] >= curves["dense"][1]
     assert curves["oracle"][0] == 1.0 and len(set(curves["dense"])) == 1

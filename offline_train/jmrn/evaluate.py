@@ -134,7 +134,8 @@ FIGURES = Path(__file__).resolve().parents[2] / "figures"
 
 def run_part(root: Path, out: Path, part: str, variant: str = "proposed", shots: int | None = None,
              split: int = 0, extra_logits: list[Path] | None = None, results: Path | None = None,
-             quick: bool = False, log: Callable[[str], None] = print, min_steps: int | None = None) -> dict | None:
+             quick: bool = False, log: Callable[[str], None] = print, min_steps: int | None = None,
+             beta: int | None = None, gamma: int | None = None) -> dict | None:
     from vpd_stream.errors import ConfigError
     from vpd_stream.models.jmrn import save_jmrn
 
@@ -160,8 +161,12 @@ def run_part(root: Path, out: Path, part: str, variant: str = "proposed", shots:
         if variant not in VARIANTS:
             raise ConfigError(f"unknown variant '{variant}'; choose one of {', '.join(VARIANTS)}")
         ids = None if quick else fewshot_ids(data, ABLATION_K, 0)
-        _, res = run_experiment(data, f"ablation_{variant}", out, variant, train_ids=ids,
-                                train_over={**FEWSHOT_OVER, **quick_over}, log=log)
+        name, over = f"ablation_{variant}", {**FEWSHOT_OVER, **quick_over}
+        if beta is not None or gamma is not None:
+            aug = AugmentConfig(paa=VARIANTS[variant][1])
+            aug = replace(aug, beta=aug.beta if beta is None else beta, gamma=aug.gamma if gamma is None else gamma)
+            name, over["augment"] = f"{name}_b{aug.beta}g{aug.gamma}", aug
+        _, res = run_experiment(data, name, out, variant, train_ids=ids, train_over=over, log=log)
     elif part == "fewshot":
         if shots is None:
             raise ConfigError("--part fewshot needs -k/--shots (4, 8, 16 or 32)")
@@ -341,8 +346,14 @@ def results_table(out: Path) -> str:
         lines.append(f"| {k} | {len(got)} of 5 | {per} | {_pct(float(np.mean(got)) if got else None)} |")
     lines += ["", f"### Ablations (k = {ABLATION_K} split 0, same budget each)", "",
               "| variant | contrastive loss | PAA | top-1 |", "|---|---|---|---|"]
+    lines[-2] = "| variant | contrastive loss | PAA (β, γ grid px) | top-1 |"
     for v, (mode, paa) in VARIANTS.items():
-        lines.append(f"| {v} | {mode} | {'yes' if paa else 'no'} | {_pct(top(f'ablation_{v}'))} |")
+        lines.append(f"| {v} | {mode} | {'6, 2' if paa else 'no'} | {_pct(top(f'ablation_{v}'))} |")
+    for f in sorted(out.glob("ablation_*_b*g*.json")):
+        r = json.loads(f.read_text(encoding="utf-8"))
+        aug = r.get("train_config", {}).get("augment", {})
+        mode = r.get("train_config", {}).get("contrastive", "?")
+        lines.append(f"| {r['variant']} | {mode} | {aug.get('beta')}, {aug.get('gamma')} | {_pct(r['top1'])} |")
     clips = read_result(out, "clip_selection")
     if clips:
         lines += ["", f"### Clip selection (K of {clips['num_clips']} clips per test video, top-1 %)", "",
