@@ -101,14 +101,17 @@ PARTS = ("full", "ablation", "fewshot", "bigru", "fusion", "clips", "table")
               help="(--part ablation/fewshot) optimizer steps at least (default: the preset's 30).")
 @click.option("--beta", type=int, default=None, help="(--part ablation) PAA global shift, grid pixels (default 6).")
 @click.option("--gamma", type=int, default=None, help="(--part ablation) PAA group shift, grid pixels (default 2).")
+@click.option("--bigru-weights", type=click.Path(dir_okay=False), default=None,
+              help="(--part bigru) use this trained BiGRU head instead of training one.")
 @click.option("--quick", is_flag=True, help="Few clips, one epoch: checks the wiring only.")
 @click.option("--threads", type=int, default=2, show_default=True)
-def eval_jmrn(data, out, part, variant, shots, split, extra_logits, results, min_steps, beta, gamma, quick,
-              threads) -> None:
+def eval_jmrn(data, out, part, variant, shots, split, extra_logits, results, min_steps, beta, gamma, bigru_weights,
+              quick, threads) -> None:
     """Penn Action evaluation of JMRN: full, ablations, few-shot, fusion, clip selection."""
     from .jmrn import evaluate
 
     _threads(threads)
     evaluate.run_part(_data_root(data), Path(out), part, variant=variant, shots=shots, split=split,
                          extra_logits=[Path(p) for p in extra_logits], results=Path(results),
-                         min_steps=min_steps, beta=beta, gamma=gamma, quick=quick, log=click.echo)
+                         min_steps=min_steps, beta=beta, gamma=gamma, quick=quick, log=click.echo,
+                         bigru_weights=Path(bigru_weights) if bigru_weights else None)

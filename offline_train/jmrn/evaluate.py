@@ -135,7 +135,7 @@ FIGURES = Path(__file__).resolve().parents[2] / "figures"
 def run_part(root: Path, out: Path, part: str, variant: str = "proposed", shots: int | None = None,
              split: int = 0, extra_logits: list[Path] | None = None, results: Path | None = None,
              quick: bool = False, log: Callable[[str], None] = print, min_steps: int | None = None,
-             beta: int | None = None, gamma: int | None = None) -> dict | None:
+             beta: int | None = None, gamma: int | None = None, bigru_weights: Path | None = None) -> dict | None:
     from vpd_stream.errors import ConfigError
     from vpd_stream.models.jmrn import save_jmrn
 
@@ -174,7 +174,7 @@ def run_part(root: Path, out: Path, part: str, variant: str = "proposed", shots:
         _, res = run_experiment(data, f"fewshot_k{shots}_s{split}", out, "proposed", train_ids=ids,
                                 train_over={**FEWSHOT_OVER, **quick_over}, log=log)
     elif part == "bigru":
-        res = run_bigru(root, data, out, quick, log)
+        res = run_bigru(root, data, out, quick, log, bigru_weights)
     elif part == "fusion":
         res = run_fusion(data, out, extra_logits or [], log)
     elif part == "clips":
@@ -185,7 +185,8 @@ def run_part(root: Path, out: Path, part: str, variant: str = "proposed", shots:
     return res
 
 
-def run_bigru(root: Path, data: PennMaps, out: Path, quick: bool, log: Callable[[str], None]) -> dict:
+def run_bigru(root: Path, data: PennMaps, out: Path, quick: bool, log: Callable[[str], None],
+              bigru_weights: Path | None = None) -> dict:
     """The issue-5 BiGRU on normalized 2D joints, trained through its own functions; logits for fusion."""
     from ..features import get_feature_set
     from ..recognition import TrainConfig as GruConfig, predict_proba, train_recognizer
@@ -194,8 +195,14 @@ def run_bigru(root: Path, data: PennMaps, out: Path, quick: bool, log: Callable[
     clips = {c.clip_id: c for c in load_penn_action(root, limit=120 if quick else None)}
     seqs = [fs.extract(clips[i]) for i in data.ids]
     tr, te = np.flatnonzero(data.train), np.flatnonzero(~data.train)
-    cfg = GruConfig(epochs=1, min_steps=0) if quick else GruConfig(epochs=BIGRU_EPOCHS)
-    model, stats = train_recognizer([seqs[i] for i in tr], data.labels[tr], len(CLASSES), fs.flip, cfg, log=log)
+    if bigru_weights is not None:  # an already trained head (e.g. plugins/weights/penn_recognizer)
+        from vpd_stream.models.head_io import load_heads
+
+        bundle = load_heads(bigru_weights, kind="recognizer")
+        model, stats = bundle.models[0], {"weights": str(bigru_weights), "command": bundle.meta.get("command", "")}
+    else:
+        cfg = GruConfig(epochs=1, min_steps=0) if quick else GruConfig(epochs=BIGRU_EPOCHS)
+        model, stats = train_recognizer([seqs[i] for i in tr], data.labels[tr], len(CLASSES), fs.flip, cfg, log=log)
     p_tr = np.log(np.clip(predict_proba([model], [seqs[i] for i in tr], fs.flip) / 2, 1e-8, 1))
     p_te = np.log(np.clip(predict_proba([model], [seqs[i] for i in te], fs.flip) / 2, 1e-8, 1))
     res = {"name": "bigru_full", "top1": top1(p_te, data.labels[te]), "train_top1": top1(p_tr, data.labels[tr]),
@@ -321,6 +328,12 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f}"
 
 
+def _bigru_name(r: dict | None) -> str:
+    if r and r.get("weights"):
+        return f"BiGRU on normalized 2D joints ({Path(r['weights']).stem}: `{r.get('command', '')}`)"
+    return f"BiGRU on normalized 2D joints (issue 5's train_recognizer, {BIGRU_EPOCHS} epochs)"
+
+
 def results_table(out: Path) -> str:
     """Markdown tables from every cached part under ``out`` (missing parts show as —)."""
     def top(name: str) -> float | None:
@@ -330,10 +343,11 @@ def results_table(out: Path) -> str:
     lines = ["## JMRN on Penn Action (official test split, 1,068 clips, top-1 %)", "",
              "| model | training clips | top-1 |", "|---|---|---|",
              f"| JMRN (PAA + supervised joint-contrastive) | full train split | {_pct(top('full_proposed'))} |",
-             f"| BiGRU on normalized 2D joints (issue 5 code) | full train split | {_pct(top('bigru_full'))} |"]
+             f"| {_bigru_name(read_result(out, 'bigru_full'))} | full train split | {_pct(top('bigru_full'))} |"]
     fusion = read_result(out, "fusion")
     if fusion:
-        lines.append(f"| JMRN + BiGRU, learned late fusion (weights {fusion['weights']}) | full train split | {_pct(fusion['fused_top1'])} |")
+        w = ", ".join(f"{v:.2f}" for v in np.ravel(fusion["weights"]))
+        lines.append(f"| JMRN + BiGRU, learned late fusion (weights {w}) | full train split | {_pct(fusion['fused_top1'])} |")
         lines.append(f"| JMRN + BiGRU, equal-weight sum | full train split | {_pct(fusion['equal_top1'])} |")
     lines += ["", "### Few-shot (proposed JMRN; committed splits of offline_train/splits)", "",
               "| k per class | splits run | top-1 per split | mean |", "|---|---|---|---|"]
