@@ -40,15 +40,16 @@ def _threads(n: int) -> None:
 
 @click.command("jmrn")
 @click.option("--data", type=click.Path(file_okay=False), default=None, help="Penn Action folder (with labels/).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=str(DEFAULT_WEIGHTS), show_default=True,
-              help="Weights file (.safetensors; a .json sidecar is written next to it).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Weights file (.safetensors; a .json sidecar is written next to it). "
+                   "Default: the bundled plugins/weights/jmrn_default.safetensors.")
 @click.option("--variant", type=click.Choice(["proposed", "no_contrastive", "only_aug", "proposed_no_paa",
                                               "no_contrastive_no_paa"]), default="proposed", show_default=True)
 @click.option("--epochs", type=int, default=None, help="Training epochs (default 5, as the bundled model).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True, help="A tiny run (a few clips, 1 epoch) to check the setup.")
 @click.option("--threads", type=int, default=2, show_default=True)
-def train_jmrn(data: str | None, output: str, variant: str, epochs: int | None, seed: int, quick: bool,
+def train_jmrn(data: str | None, output: str | None, variant: str, epochs: int | None, seed: int, quick: bool,
                threads: int) -> None:
     """Train JMRN on Penn Action's official train split and save it (safetensors + JSON)."""
     from dataclasses import asdict
@@ -61,6 +62,9 @@ def train_jmrn(data: str | None, output: str, variant: str, epochs: int | None, 
     from .jmrn.train import predict_logits, train_jmrn as fit
     from .penn_action import CLASSES
 
+    if output is None and quick:
+        raise ConfigError("--quick trains a throw-away model: give it an -o/--output path (it must not replace the bundled weights)")
+    output = output or str(DEFAULT_WEIGHTS)
     _threads(threads)
     root = _data_root(data)
     data_maps = load_penn_maps(root, CPU_HEATMAP, limit=120 if quick else None)

@@ -32,6 +32,8 @@ def test_missing_data_is_one_clear_line(tmp_path) -> None:
     assert isinstance(res.exception, ConfigError) and "--data" in str(res.exception)
     res = CliRunner().invoke(eval_jmrn, ["--out", str(tmp_path), "--part", "fusion", "--data", str(tmp_path)])
     assert res.exit_code != 0
+    res = CliRunner().invoke(train_jmrn, ["--quick", "--data", str(tmp_path)])
+    assert isinstance(res.exception, ConfigError) and "-o" in str(res.exception)
 
 
 @pytest.mark.slow
