@@ -32,6 +32,13 @@ LAZY_COMMANDS = {
 }
 
 
+# Subcommands other parts of the project add to those groups (`vpd-stream train jmrn`).
+LAZY_SUBCOMMANDS = {
+    "train": [("offline_train.jmrn_commands", "train_jmrn")],
+    "eval": [("offline_train.jmrn_commands", "eval_jmrn")],
+}
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(super().list_commands(ctx))
@@ -47,9 +54,15 @@ class LazyGroup(click.Group):
             return None
         module, attr = LAZY_COMMANDS[name]
         try:
-            return getattr(importlib.import_module(module), attr)
+            command = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError):
             return None  # that part of the project is not installed (yet)
+        for sub_module, sub_attr in LAZY_SUBCOMMANDS.get(name, []):
+            try:
+                command.add_command(getattr(importlib.import_module(sub_module), sub_attr))
+            except (ImportError, AttributeError):
+                pass
+        return command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
