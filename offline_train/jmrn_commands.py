@@ -99,7 +99,7 @@ PARTS = ("full", "ablation", "fewshot", "bigru", "fusion", "clips", "table")
 @click.option("--extra-logits", type=click.Path(dir_okay=False), multiple=True,
               help="(--part fusion) .npz with train_logits and test_logits of another modality, "
                    "rows in the official split's order; may repeat.")
-@click.option("--results", type=click.Path(dir_okay=False), default="RESULTS-jmrn.md", show_default=True,
+@click.option("--results", type=click.Path(dir_okay=False), default="jmrn-results.md", show_default=True,
               help="(--part table) Markdown file to write.")
 @click.option("--min-steps", type=int, default=None,
               help="(--part ablation/fewshot) optimizer steps at least (default: the preset's 30).")

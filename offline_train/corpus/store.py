@@ -6,7 +6,7 @@ fills ``videos/NAME.h5.tmp-PID`` and ``os.replace``s it to ``videos/NAME.h5`` on
 the stream ended cleanly, so a video is either complete or absent (a zarr store is a
 directory tree of chunk files). Image arrays are chunked one row per chunk, so a random
 row costs one chunk read per array, and compressed with Blosc-LZ4 (through hdf5plugin,
-which registers the filter with h5py). Measured on real crops (see BENCHMARKS-distill.md):
+which registers the filter with h5py). Measured on real crops (see BENCHMARKS.md, corpus store section):
 LZF and gzip halve the size but decode at under 1,000 rows/s per core, which alone would
 miss the 2,000 random reads/s goal; Blosc-LZ4 keeps 56 % of the bytes and reads ~5x
 faster. HDF5's object timestamps are off, so preparing a video twice writes the same bytes.
