@@ -8,16 +8,13 @@ and anything that does not match raises a one-line ``ModelError``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import ModelError
 from .resnet import StudentConfig, StudentResNet
+from .weights_file import file_sha256, read_sidecar, sidecar_path, write_model_file  # noqa: F401 (re-exported)
 
 FORMAT = "vpd-stream/student"
 FORMAT_VERSION = 1
@@ -53,50 +50,25 @@ class StudentMeta:
         }
 
 
-def sidecar_path(weights: str | Path) -> Path:
-    return Path(weights).with_suffix(".json")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_student(model: StudentResNet, path: str | Path, *, teacher: str = "random",
                  training_data_hash: str = "", extra: dict[str, Any] | None = None) -> Path:
     """Write ``path`` (.safetensors) and its JSON sidecar; return the weights path."""
-    from safetensors.torch import save_file
-
     if teacher not in TEACHER_KINDS:
         raise ValueError(f"teacher must be one of {TEACHER_KINDS}, got {teacher!r}")
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"student weights must be a .safetensors file, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"format": FORMAT})
-    meta = StudentMeta(dataclasses.replace(model.config), teacher, training_data_hash,
-                       file_sha256(path), dict(extra or {}))
-    sidecar_path(path).write_text(json.dumps(meta.to_json(), indent=2) + "\n", encoding="utf-8")
-    return path
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    meta = StudentMeta(dataclasses.replace(model.config), teacher, training_data_hash, "", dict(extra or {}))
+    sidecar = {k: v for k, v in meta.to_json().items() if k not in ("format", "format_version", "weights_sha256")}
+    return write_model_file(path, state, sidecar, FORMAT, FORMAT_VERSION)
 
 
-def read_meta(path: str | Path) -> StudentMeta:
+def read_meta(path: str | Path, verify_hash: bool = False) -> StudentMeta:
     """Parse and check the sidecar of weights file ``path``."""
     side = sidecar_path(path)
-    if not side.is_file():
-        raise ModelError(f"student model {path} has no sidecar {side.name}; re-export it with `vpd-stream distill`")
-    try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"student sidecar {side} cannot be read ({exc}); re-export the model") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ModelError(f"{side} is not a vpd-stream student sidecar (format {data.get('format') if isinstance(data, dict) else None!r})")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{side} has format version {data.get('format_version')}, this vpd-stream reads {FORMAT_VERSION}; upgrade vpd-stream or re-export")
+    data = read_sidecar(path, FORMAT, FORMAT_VERSION, "student model",
+                        "train one with `vpd-stream distill` or re-export it", verify_hash=verify_hash)
     try:
         norm = data["normalization"]
         config = StudentConfig(architecture=str(data["architecture"]), dim=int(data["dim"]),
@@ -134,12 +106,8 @@ def load_student(path: str | Path, *, dim: int | None = None, teacher: str | Non
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"student model {path} does not exist; train one with `vpd-stream distill`")
-    meta = read_meta(path)
+    meta = read_meta(path, verify_hash=verify_hash)
     check_expectation(meta, path, dim=dim, teacher=teacher)
-    if verify_hash and meta.weights_sha256 and file_sha256(path) != meta.weights_sha256:
-        raise ModelError(f"student weights {path} do not match the sha256 in {sidecar_path(path).name}; the file is corrupt or was replaced")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -136,51 +136,29 @@ FORMAT_VERSION = 1
 
 def save_jmrn(path, model: JMRN, heatmap: dict, classes: list[str], meta: dict | None = None):
     """Write ``path`` (.safetensors, fp16 floats to stay small) and ``path``.json."""
-    import hashlib
-    import json
     from pathlib import Path
 
-    from safetensors.torch import save_file
+    from .weights_file import write_model_file
 
-    path = Path(path).with_suffix(".safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).contiguous()
+    state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
              for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"format": FORMAT})
-    sidecar = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "config": model.cfg.to_dict(),
-        "heatmap": dict(heatmap), "classes": list(classes),
-        "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **(meta or {}),
-    }
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-    return path
+    sidecar = {"config": model.cfg.to_dict(), "heatmap": dict(heatmap), "classes": list(classes), **(meta or {})}
+    return write_model_file(Path(path).with_suffix(".safetensors"), state, sidecar, FORMAT, FORMAT_VERSION)
 
 
 def load_jmrn(path) -> tuple[JMRN, dict]:
     """Load weights and sidecar; every mismatch is a one-line ModelError. Eval mode, CPU."""
-    import hashlib
-    import json
     from pathlib import Path
 
     from safetensors.torch import load_file
 
     from ..errors import ModelError
+    from .weights_file import read_sidecar
 
     path = Path(path).with_suffix(".safetensors")
     side = path.with_suffix(".json")
-    for f in (path, side):
-        if not f.is_file():
-            raise ModelError(f"JMRN model file {f} is missing; train one with `vpd-stream train jmrn` or set the plugin's 'weights' option")
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"JMRN sidecar {side} cannot be read ({exc}); retrain or restore it") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelError(f"{side} is not a JMRN sidecar (format {meta.get('format') if isinstance(meta, dict) else None!r}); point 'weights' at a JMRN model")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{side} has format version {meta.get('format_version')}, this vpd-stream reads {FORMAT_VERSION}; retrain the model")
-    if meta.get("weights_sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != meta["weights_sha256"]:
-        raise ModelError(f"JMRN weights {path} do not match the sha256 in {side.name}; the file is corrupt or was replaced")
+    meta = read_sidecar(path, FORMAT, FORMAT_VERSION, "JMRN",
+                        "train one with `vpd-stream train jmrn` or set the plugin's 'weights' option")
     try:
         cfg = JmrnConfig.from_dict(meta["config"])
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}

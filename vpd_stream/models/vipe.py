@@ -16,7 +16,6 @@ sha256 of the weights); ``load_vipe`` checks both and fails with one ``ModelErro
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ModelError
+from .weights_file import read_sidecar, sidecar_path, write_model_file
 from ..skeleton import FLIP_PERM, JOINT, NUM_JOINTS, TORSO
 
 FORMAT = "vpd-stream/vipe"
@@ -172,29 +172,16 @@ def embed_poses(model: Vipe, poses: np.ndarray, scores: np.ndarray | None = None
 
 # --- files ----------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def sidecar_path(weights: str | Path) -> Path:
-    return Path(weights).with_suffix(".json")
-
-
 def save_vipe(model: Vipe, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write the encoder weights (.safetensors) and the JSON sidecar; return the path."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"VIPE* weights must be a .safetensors file, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"format": FORMAT})
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": dataclasses.asdict(model.cfg),
-            "input": "13 COCO-13 joints VPD-normalized (x, y interleaved) then 13 scores",
-            "output_dim": model.output_dim, "weights_sha256": _sha256(path), "extra": extra or {}}
-    sidecar_path(path).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return path
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    sidecar = {"config": dataclasses.asdict(model.cfg),
+               "input": "13 COCO-13 joints VPD-normalized (x, y interleaved) then 13 scores",
+               "output_dim": model.output_dim, "extra": extra or {}}
+    return write_model_file(path, state, sidecar, FORMAT, FORMAT_VERSION, indent=1)
 
 
 def load_vipe(path: str | Path | None = None, vflip: bool | None = None) -> Vipe:
@@ -203,18 +190,7 @@ def load_vipe(path: str | Path | None = None, vflip: bool | None = None) -> Vipe
 
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     side = sidecar_path(path)
-    if not path.is_file():
-        raise ModelError(f"VIPE* weights {path} not found; train them with `vpd-stream train-vipe`")
-    if not side.is_file():
-        raise ModelError(f"VIPE* sidecar {side} is missing; re-save the model with `vpd-stream train-vipe`")
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"VIPE* sidecar {side} is unreadable ({exc}); re-train or restore it") from None
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{side} is not a VIPE* v{FORMAT_VERSION} sidecar (format {meta.get('format')!r})")
-    if meta.get("weights_sha256") != _sha256(path):
-        raise ModelError(f"VIPE* weights {path} do not match the sha256 in {side}; the file was changed or truncated")
+    meta = read_sidecar(path, FORMAT, FORMAT_VERSION, "VIPE*", "train them with `vpd-stream train-vipe`")
     try:
         cfg = VipeConfig(**meta["config"])
     except (KeyError, TypeError) as exc:
