@@ -23,7 +23,7 @@ import numpy as np
 from .base import Engine
 from .cache import TensorRTKey
 from vpd_stream.errors import ModelError
-from vpd_stream.models.checkpoint import file_sha256
+from vpd_stream.models.weights_file import file_sha256
 
 log = logging.getLogger(__name__)
 TRT_PRECISIONS = ("fp32", "fp16")

@@ -79,7 +79,7 @@ def resolve_student(model: str | None, *, random_init: bool = False, seed: int =
 
 def _resolve_onnx(path: Path, *, dim: int | None, teacher: str | None) -> StudentModel:
     from engines.export import onnx_metadata
-    from vpd_stream.models.checkpoint import file_sha256
+    from vpd_stream.models.weights_file import file_sha256
 
     if not path.is_file():
         raise ModelError(f"student model {path} does not exist; create it with `vpd-stream export`")

@@ -34,3 +34,14 @@ def videos_dir(data_dir: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"real videos not found under {path}")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a shared, oversubscribed CPU two spinning OpenMP threads
+    made a RAFT forward 15-30x slower (5-11 s instead of 0.3 s)."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,15 +12,7 @@ from vpd_stream.flowcodec import FLOW_CLIP, dequantize_flow, encode_flow, quanti
 from vpd_stream.frame import Frame
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU two spinning OpenMP threads
-    made a RAFT forward 15-30x slower (5-11 s instead of 0.3 s)."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_quantize_round_trip_within_a_tenth_of_a_pixel():

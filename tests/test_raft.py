@@ -13,18 +13,9 @@ torch = pytest.importorskip("torch")
 from vpd_stream.errors import ModelError  # noqa: E402
 from vpd_stream.models.raft import build_raft, load_raft, to_raft_input  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # torchvision's Raft_Small_Weights / Raft_Large_Weights meta["num_params"].
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared, oversubscribed CPU two spinning OpenMP threads
-    made a RAFT forward 15-30x slower (5-11 s instead of 0.3 s)."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 TORCHVISION_PARAMS = {"small": 990_162, "large": 5_257_536}
 
 

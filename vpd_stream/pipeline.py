@@ -83,6 +83,7 @@ class Pipeline:
         self._error: str | None = None
         self._queues: list[FrameQueue] = []
         self._open_streams = len(sources)
+        self._sink_series: dict[str, tuple] = {}
         self._lock = threading.Lock()
 
     # -- public -----------------------------------------------------------------------
@@ -194,7 +195,6 @@ class Pipeline:
 
     def _sink_loop(self) -> None:
         inbox = self._queues[-1]
-        m = self.metrics
         open_streams = len(self.sources)
         while open_streams and not self._abort.is_set():
             for item in inbox.get_batch(64, 0.0):
@@ -223,8 +223,12 @@ class Pipeline:
         for event in frame.events:
             self._emit(event)
         summary.processed += 1
-        m.label(m.frames_processed, stream=sid).inc()
-        m.label(m.end_to_end, stream=sid).observe(time.monotonic() - frame.decoded_at)
+        series = self._sink_series.get(sid)
+        if series is None:  # look the labelled series up once per stream, not per frame
+            series = self._sink_series[sid] = (m.label(m.frames_processed, stream=sid),
+                                               m.label(m.end_to_end, stream=sid))
+        series[0].inc()
+        series[1].observe(time.monotonic() - frame.decoded_at)
 
     def _emit(self, event) -> None:
         m = self.metrics
@@ -246,6 +250,7 @@ class Pipeline:
         with self._lock:
             self._open_streams -= 1
             self.metrics.streams_active.set(self._open_streams)
+        self._sink_series.pop(eos.stream_id, None)
         self.metrics.forget_stream(eos.stream_id)
 
     def _watchdog(self) -> None:

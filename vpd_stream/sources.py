@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlparse
@@ -416,7 +415,3 @@ def _mp4_without_index(spec: str) -> bool:
 def _reason(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return re.sub(r"\s+", " ", str(text)).strip()
-
-
-def describe_input(spec: str) -> str:
-    return "standard input" if spec == "-" else spec if is_url(spec) else os.path.basename(spec)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ModelError
 from .resnet import StudentConfig, StudentResNet
-from .weights_file import file_sha256, read_sidecar, sidecar_path, write_model_file  # noqa: F401 (re-exported)
+from .weights_file import read_sidecar, sidecar_path, write_model_file
 
 FORMAT = "vpd-stream/student"
 FORMAT_VERSION = 1
