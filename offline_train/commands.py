@@ -1,4 +1,4 @@
-"""Click commands of the heads: `eval penn-action`, `train recognizer`, `train detector`.
+"""Click commands of the heads: `eval penn-action`, `train recognizer|detector|nns-index`.
 
 The lead registers the groups ``eval_group`` and ``train_group`` in vpd_stream/cli.py as
 ``vpd-stream eval ...`` and ``vpd-stream train ...``.
@@ -91,6 +91,20 @@ def train_detector_cmd(data: Path | None, out: Path | None, steps: int, folds: i
 
     _threads(threads)
     train_default_detector(data or _default_data(), out, steps, folds, " ".join(["vpd-stream train detector", *sys.argv[3:]]))
+
+
+@train_group.command("nns-index")
+@click.option("--data", type=click.Path(path_type=Path), default=None)
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="index path (NAME.safetensors + NAME.json); point the recognizer's `index` option at it")
+@click.option("--features", type=click.Choice(["pose2d"]), default="pose2d", show_default=True)
+def train_nns_index_cmd(data: Path | None, out: Path, features: str) -> None:
+    """NNS-DTW index of the Penn Action official train clips, for `recognizer` with method = "nns"."""
+    from .recognition import build_penn_nns_index
+
+    path = build_penn_nns_index(data or _default_data(), out, features,
+                                " ".join(["vpd-stream train nns-index", *sys.argv[3:]]))
+    click.echo(f"wrote {path} and {path.with_suffix('.json')}")
 
 
 def main() -> None:  # `python -m offline_train.commands eval penn-action ...` until the CLI registers us

@@ -60,7 +60,7 @@ def _crop_to(seq: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_proba(models: list[Recognizer], seqs: list[np.ndarray], flip: Callable | None,
+def predict_proba(models: list[Callable], seqs: list[np.ndarray], flip: Callable | None,
                   batch_size: int = 100) -> np.ndarray:
     """Class probabilities, summed over the flip views and averaged over an ensemble.
 
@@ -75,8 +75,9 @@ def predict_proba(models: list[Recognizer], seqs: list[np.ndarray], flip: Callab
         if flip is not None:
             views.append([flip(seqs[i]) for i in idx])
         p = 0
-        for model in models:
-            model.eval()
+        for model in models:  # an nn.Module, or any callable (x, lengths) -> logits (an engine)
+            if isinstance(model, torch.nn.Module):
+                model.eval()
             for v in views:
                 x, lengths = pad_batch(v)
                 p = p + model(x, lengths).softmax(-1)
@@ -155,3 +156,18 @@ def train_default_recognizer(data, out, epochs: int, arch: str, command: str,
     save_heads(path, HeadBundle(model.cfg, [model], meta))
     log(f"wrote {path}.safetensors and {path}.json")
     return info
+
+
+def build_penn_nns_index(data, out, feature_set: str, command: str):
+    """Write the NNS index of Penn Action's official train clips (features at 25 fps)."""
+    from vpd_stream.models.nns_index import NnsIndex, save_nns_index
+
+    from .features import get_feature_set
+    from .penn_action import CLASSES, load_penn_action
+
+    fs = get_feature_set(feature_set)
+    train = [c for c in load_penn_action(data) if c.train]
+    index = NnsIndex([fs.extract(c) for c in train], np.array([c.label for c in train]), list(CLASSES),
+                     {"features": "pose" if feature_set == "pose2d" else "embedding", "feature_set": feature_set,
+                      "fps": 25.0, "dataset": "Penn Action official train split", "command": command})
+    return save_nns_index(out, index)

@@ -62,7 +62,12 @@ class JmrnRecognizerPlugin(Plugin):
         path = Path(self.options.weights) if self.options.weights else DEFAULT_WEIGHTS
         if not path.is_absolute() and context.model_dir and not path.exists():
             path = Path(context.model_dir) / path
+        from engines import create_engine
+
         self.model, meta = load_jmrn(path)
+        self.model.input_names = ("maps",)  # forward's return_projections is for training only
+        # Every network runs through engines/; the torch engine is the heads' reference backend.
+        self.engine = create_engine("torch", module=self.model, max_batch=2, channels_last=False)
         self.classes = list(meta["classes"])
         hm = dict(meta["heatmap"])
         hm["min_score"] = self.options.min_score
@@ -103,8 +108,8 @@ class JmrnRecognizerPlugin(Plugin):
     def classify(self, keypoints: np.ndarray) -> np.ndarray:
         """(T, 13|17, 2|3) keypoints → class probabilities."""
         maps = clip_heatmaps(keypoints, self.heatmap)
-        x = torch.from_numpy(np.stack([maps, flip_heatmaps(maps)]))
-        return self.model(x).softmax(-1).mean(0).numpy()
+        logits = self.engine.run({"maps": np.stack([maps, flip_heatmaps(maps)])})["output"]
+        return torch.from_numpy(logits).softmax(-1).mean(0).numpy()
 
     def _label(self, stream_id: str, events: list[Event]) -> None:
         for event in events:

@@ -1,6 +1,10 @@
-"""recognizer: the fine-grained class of each detected interval (BiGRU over its features).
+"""recognizer: the fine-grained class of each detected interval.
 
-Keeps a bounded per-track history of features (missing frames hold the last feature) and
+Two methods: ``bigru`` (default) runs the committed BiGRU head through the torch engine and
+sums class probabilities over the flipped view; ``nns`` finds the interval's nearest
+sequence in an NNS index (DTW, symmetricP2, every flip combination; build the index with
+`vpd-stream train nns-index`) and reports the share of the ``neighbours`` nearest index
+sequences that agree with the label. Keeps a bounded per-track history of features (missing frames hold the last feature) and
 labels every event it sees in ``frame.events`` / ``eos.events`` that belongs to a track
 it follows: ``event.label`` becomes the class, ``event.extra`` gets the class score and
 the detector's own label.
@@ -14,12 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from engines import create_engine
+from offline_train.nns import flip_min_costs
 from offline_train.recognition import predict_proba
 from vpd_stream.skeleton import flip_features
 from vpd_stream.annotations import feature_vector
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Event, Frame
 from vpd_stream.models.head_io import load_heads
+from vpd_stream.models.nns_index import load_nns_index
 from vpd_stream.plugin import Plugin, PluginContext
 
 DEFAULT_RECOGNIZER = Path(__file__).resolve().parent / "weights" / "penn_recognizer"
@@ -29,12 +36,15 @@ class RecognizerPlugin(Plugin):
     name = "recognizer"
     requires = ("tracks", "pose")
     provides = ("label",)
-    description = "labels each detected interval with a fine-grained class (BiGRU head)"
+    description = "labels each detected interval with a fine-grained class (BiGRU head or NNS-DTW)"
     batch_size = 8
 
     @dataclass
     class Options:
+        method: str = "bigru"  # "bigru" (the weights below) or "nns" (DTW against `index`)
         weights: str = ""  # default plugins/weights/penn_recognizer (15 Penn Action classes)
+        index: str = ""  # NNS index for method = "nns" (`vpd-stream train nns-index --out PATH`)
+        neighbours: int = 5  # nns: the label score is the share of this many nearest that agree
         features: str = "pose"  # "pose" or "embedding"; must match what the head was trained on
         history: int = 1500  # frames of features kept per track
         flip_tta: bool = True  # sum class probabilities over the flipped view (pose features)
@@ -43,18 +53,31 @@ class RecognizerPlugin(Plugin):
         super().__init__(options)
         if self.options.features not in ("pose", "embedding"):
             raise ConfigError(f"recognizer: features must be 'pose' or 'embedding', not {self.options.features!r}")
+        if self.options.method not in ("bigru", "nns"):
+            raise ConfigError(f"recognizer: method must be 'bigru' or 'nns', not {self.options.method!r}")
+        if self.options.method == "nns" and not self.options.index:
+            raise ConfigError("recognizer: method = 'nns' needs `index`, a file from `vpd-stream train nns-index`")
+        if self.options.neighbours < 1:
+            raise ConfigError(f"recognizer: neighbours must be at least 1, got {self.options.neighbours}")
         self.requires = ("tracks", self.options.features)
         self.history: dict[str, dict[int, OrderedDict[int, np.ndarray]]] = {}
 
     def setup(self, context: PluginContext) -> None:
         super().setup(context)
-        bundle = load_heads(self.options.weights or DEFAULT_RECOGNIZER, kind="recognizer")
-        if bundle.meta.get("features", self.options.features) != self.options.features:
-            raise ConfigError(f"recognizer: weights were trained on {bundle.meta.get('features')} features, "
-                              f"but features = {self.options.features!r}; set features to match")
-        self.models = bundle.models
-        self.classes = list(bundle.meta.get("classes") or [str(i) for i in range(bundle.config.num_classes)])
-        self.dim = bundle.config.input_dim
+        if self.options.method == "nns":
+            source = load_nns_index(self.options.index)
+            self.index, meta = source, source.meta
+            self.classes, self.dim = source.classes, source.dim
+        else:
+            bundle = load_heads(self.options.weights or DEFAULT_RECOGNIZER, kind="recognizer")
+            # Every network runs through engines/; the torch engine is the heads' reference backend.
+            self.engines = [create_engine("torch", module=m, max_batch=100, channels_last=False) for m in bundle.models]
+            meta = bundle.meta
+            self.classes = list(meta.get("classes") or [str(i) for i in range(bundle.config.num_classes)])
+            self.dim = bundle.config.input_dim
+        if meta.get("features", self.options.features) != self.options.features:
+            raise ConfigError(f"recognizer: the {self.options.method} model was built on {meta.get('features')} "
+                              f"features, but features = {self.options.features!r}; set features to match")
         self.flip = flip_features if (self.options.flip_tta and self.options.features == "pose") else None
 
     def process(self, batch: list[Frame]) -> None:
@@ -86,13 +109,25 @@ class RecognizerPlugin(Plugin):
                 for seq in [self._sequence(stream_id, ev)] if seq is not None]
         if not todo:
             return
-        probs = predict_proba(self.models, [seq for _, seq in todo], self.flip)
-        for (ev, _), p in zip(todo, probs):
-            c = int(np.argmax(p))
+        seqs = [seq for _, seq in todo]
+        labels, scores = self._classify_nns(seqs) if self.options.method == "nns" else self._classify_bigru(seqs)
+        for (ev, _), c, score in zip(todo, labels, scores):
             ev.extra["detector_label"] = ev.label
             ev.label = self.classes[c]
-            # Probabilities were summed over the flip views: report a mean in [0, 1].
-            ev.extra["label_score"] = round(float(p[c]) / (2 if self.flip else 1), 6)
+            ev.extra["label_score"] = round(float(score), 6)
+
+    def _classify_bigru(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        probs = predict_proba([_engine_call(e) for e in self.engines], seqs, self.flip)
+        best = probs.argmax(1)
+        # Probabilities were summed over the flip views: report a mean in [0, 1].
+        return best, probs[np.arange(len(best)), best] / (2 if self.flip else 1)
+
+    def _classify_nns(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        costs = flip_min_costs(seqs, self.index.seqs, self.flip)
+        k = min(self.options.neighbours, costs.shape[1])
+        nearest = np.argsort(costs, axis=1, kind="stable")[:, :k]
+        best = self.index.labels[nearest[:, 0]]
+        return best, (self.index.labels[nearest] == best[:, None]).mean(1)
 
     def _sequence(self, stream_id: str, ev: Event) -> np.ndarray | None:
         """The event's features frame by frame; gaps hold the last seen (or next) feature."""
@@ -116,3 +151,13 @@ class RecognizerPlugin(Plugin):
     def describe(self, frame: Frame) -> dict[str, Any]:
         labels = frame.annotations.get("label")
         return {"tracks": {tid: {"label": lab} for tid, lab in labels.items()}} if labels else {}
+
+
+def _engine_call(engine: Any) -> Any:
+    """The engine as the (x, lengths) -> logits callable predict_proba expects."""
+    import torch
+
+    def call(x: "torch.Tensor", lengths: "torch.Tensor") -> "torch.Tensor":
+        return torch.from_numpy(engine.run({"x": x.numpy(), "lengths": lengths.numpy()})["output"])
+
+    return call

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from plugins.recognizer import RecognizerPlugin
@@ -43,3 +44,113 @@ def test_labels_events_with_class_and_score(tmp_path) -> None:
         assert ev.label == ["a", "b", "c"][int(np.argmax(p))]
     assert frames[30].annotations["label"] == {3: frames[30].events[0].label}
     assert "s" not in plugin.history
+
+
+def _track_frames(feats: np.ndarray, stream: str = "s") -> list[Frame]:
+    frames = []
+    for i, f in enumerate(feats):
+        ann = {"tracks": {3: Track(3, np.zeros(4, np.float32), 1.0)},
+               "pose": {3: Pose(np.zeros((13, 3), np.float32), f, 1.0)}}
+        frames.append(Frame(stream, i, i / 25, RGB, annotations=ann))
+    return frames
+
+
+def test_bigru_runs_through_the_torch_engine(tmp_path) -> None:
+    torch.manual_seed(1)
+    model = Recognizer(HeadConfig("recognizer", 26, 3, hidden=16)).eval()
+    save_heads(tmp_path / "rec", HeadBundle(model.cfg, [model], {"classes": ["a", "b", "c"], "features": "pose"}))
+    plugin = RecognizerPlugin(RecognizerPlugin.Options(weights=str(tmp_path / "rec")))
+    plugin.setup(PluginContext())
+    assert [e.backend for e in plugin.engines] == ["torch"]
+
+
+def test_nns_method_labels_by_nearest_index_sequence(tmp_path) -> None:
+    from offline_train.nns import flip_min_costs, nns_predict
+    from vpd_stream.models.nns_index import NnsIndex, save_nns_index
+    from vpd_stream.skeleton import flip_features
+
+    rng = np.random.default_rng(3)
+    protos = [rng.normal(size=(30, 26)).astype(np.float32) for _ in range(3)]  # one motion per class
+    seqs, labels = [], []
+    for c, p in enumerate(protos):
+        for _ in range(4):  # four noisy, time-warped examples per class
+            t = np.sort(rng.uniform(0, 29, size=int(rng.integers(20, 40))))
+            seqs.append((np.stack([np.interp(t, np.arange(30), p[:, j]) for j in range(26)], 1)
+                         + rng.normal(0, 0.05, (len(t), 26))).astype(np.float32))
+            labels.append(c)
+    save_nns_index(tmp_path / "idx", NnsIndex(seqs, np.array(labels), ["a", "b", "c"], {"features": "pose"}))
+    plugin = RecognizerPlugin(RecognizerPlugin.Options(method="nns", index=str(tmp_path / "idx.safetensors")))
+    plugin.setup(PluginContext())
+
+    # The track performs class b (flipped: the flip combinations must find it), then class c.
+    acts = [flip_features(protos[1]), protos[2]]
+    feats = np.concatenate([a + rng.normal(0, 0.05, a.shape).astype(np.float32) for a in acts])
+    frames = _track_frames(feats)
+    frames[35].events.append(Event("s", 3, "swing", 0.9, 0, 29, 0.0, 1.16, emitted_frame=35))
+    frames[59].events.append(Event("s", 3, "swing", 0.9, 30, 59, 1.2, 2.36, emitted_frame=59))
+    plugin.process(frames)
+    evs = [frames[35].events[0], frames[59].events[0]]
+    assert [ev.label for ev in evs] == ["b", "c"]
+    expected = nns_predict(flip_min_costs([feats[:30], feats[30:]], seqs, flip_features), np.array(labels))
+    assert [ev.label for ev in evs] == [["a", "b", "c"][i] for i in expected]
+    for ev in evs:
+        assert ev.extra["detector_label"] == "swing" and 0.2 <= ev.extra["label_score"] <= 1.0
+
+
+def test_nns_bad_options_and_index(tmp_path) -> None:
+    import json
+
+    from vpd_stream.errors import ConfigError, ModelError
+    from vpd_stream.models.nns_index import NnsIndex, save_nns_index
+
+    with pytest.raises(ConfigError, match="needs `index`"):
+        RecognizerPlugin(RecognizerPlugin.Options(method="nns"))
+    with pytest.raises(ConfigError, match="method must be"):
+        RecognizerPlugin(RecognizerPlugin.Options(method="knn"))
+    plugin = RecognizerPlugin(RecognizerPlugin.Options(method="nns", index=str(tmp_path / "nope")))
+    with pytest.raises(ModelError, match="not found"):
+        plugin.setup(PluginContext())
+    path = save_nns_index(tmp_path / "emb", NnsIndex([np.ones((5, 8), np.float32)], np.array([0]), ["a"],
+                                                     {"features": "embedding"}))
+    with pytest.raises(ConfigError, match="built on embedding features"):
+        RecognizerPlugin(RecognizerPlugin.Options(method="nns", index=str(path))).setup(PluginContext())
+    side = path.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["classes"] = []
+    side.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="labels outside"):
+        RecognizerPlugin(RecognizerPlugin.Options(method="nns", index=str(path), features="embedding")).setup(PluginContext())
+
+
+@pytest.mark.slow
+def test_nns_index_command_and_plugin_on_penn_action(tmp_path, data_dir) -> None:
+    """`train nns-index` on the real Penn Action train split; the plugin then labels a real
+    test clip exactly as the offline NNS-DTW does."""
+    from cli_helpers import assert_clean_error, run_cli
+
+    from offline_train.features import get_feature_set
+    from offline_train.nns import flip_min_costs, nns_predict
+    from offline_train.penn_action import CLASSES, load_penn_action
+    from vpd_stream.models.nns_index import load_nns_index
+
+    out = tmp_path / "penn_nns"
+    result = run_cli("train", "nns-index", "--data", str(data_dir / "penn_action"), "--out", str(out), timeout=300)
+    assert result.returncode == 0, result.stderr
+    index = load_nns_index(out)
+    assert len(index.seqs) == 1258 and index.classes == list(CLASSES) and index.dim == 26
+    fs = get_feature_set("pose2d")
+    clips = [c for c in load_penn_action(data_dir / "penn_action", limit=60) if not c.train][:3]
+    plugin = RecognizerPlugin(RecognizerPlugin.Options(method="nns", index=str(out)))
+    plugin.setup(PluginContext())
+    feats = [fs.extract(c) for c in clips]
+    frames = _track_frames(np.concatenate(feats))
+    ends = np.cumsum([len(f) for f in feats])
+    for start, end in zip(np.r_[0, ends[:-1]], ends):
+        frames[end - 1].events.append(Event("s", 3, "act", 1.0, int(start), int(end - 1), 0.0, 1.0))
+    plugin.process(frames)
+    got = [ev.label for f in frames for ev in f.events]
+    want = nns_predict(flip_min_costs(feats, index.seqs, fs.flip), index.labels)
+    assert got == [CLASSES[i] for i in want]
+    assert sum(g == CLASSES[c.label] for g, c in zip(got, clips)) >= 2  # NNS-DTW is ~89 % top-1 here
+    bad = run_cli("train", "nns-index", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x"))
+    assert_clean_error(bad, "missing")
