@@ -140,12 +140,14 @@ def test_tiny_distillation_end_to_end_and_resume(store, tmp_path):
     d = run_dir(out)
     for name in ("state.pt", "log.csv", "loss.png", "decoder.safetensors", "results.json"):
         assert (d / name).is_file(), name
+    _assert_tensorboard_log(d, r1, motion=True)
     # --resume continues at the next epoch and keeps the history
     opts.epochs, opts.resume = 2, True
     r2 = distill(opts)
     assert [h["epoch"] for h in r2["history"]] == [1, 2]
     assert r2["history"][0] == r1["history"][0]
     assert len((d / "log.csv").read_text().strip().splitlines()) == 3
+    _assert_tensorboard_log(d, r2, motion=True)
     # the checkpoint is what the stream's student plugin runs
     plugin = StudentPlugin(StudentPlugin.Options(model=str(out), engine="torch"))
     from vpd_stream.plugin import PluginContext
@@ -159,6 +161,30 @@ def test_tiny_distillation_end_to_end_and_resume(store, tmp_path):
         distill(opts)
 
 
+def _assert_tensorboard_log(run: Path, results: dict, motion: bool) -> None:
+    """The TensorBoard event files in MODEL.train hold one value per epoch for each scalar,
+    equal to the CSV/results history, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert list(run.glob("events.out.tfevents.*")), "no TensorBoard event file"
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    expected = {"loss/train": "train_loss", "loss/val": "val_loss", "loss/val_ma": "val_loss_ma",
+                "error/val_pose": "val_pose", "speed/frames_per_s": "frames_per_s",
+                "time/data_wait_s": "data_wait_s", "time/compute_s": "compute_s"}
+    if motion:
+        expected["error/val_motion"] = "val_motion"
+    assert set(expected) | {"lr", "trivial/loss", "trivial/pose"} <= tags, tags
+    assert ("error/val_motion" in tags) == motion
+    for tag, key in expected.items():
+        events = acc.Scalars(tag)
+        assert [e.step for e in events] == [h["epoch"] for h in results["history"]], tag
+        np.testing.assert_allclose([e.value for e in events], [h[key] for h in results["history"]], rtol=1e-6)
+    assert [e.value for e in acc.Scalars("lr")] == pytest.approx([5e-4] * len(results["history"]))
+    assert acc.Scalars("trivial/loss")[-1].value == pytest.approx(results["trivial"]["loss"], rel=1e-6)
+
+
 def test_no_motion_ablation_and_option_errors(store, tmp_path):
     torch.set_num_threads(2)
     out = tmp_path / "nomotion.safetensors"
@@ -166,6 +192,7 @@ def test_no_motion_ablation_and_option_errors(store, tmp_path):
                                loader_workers=0, val_frames=2, architecture="resnet18", motion=False,
                                progress=False))
     assert not (run_dir(out) / "decoder.safetensors").exists()
+    _assert_tensorboard_log(run_dir(out), r, motion=False)
     assert np.isnan(r["best"]["val_motion"]) and r["best"]["val_loss"] == pytest.approx(r["best"]["val_pose"])
     with pytest.raises(ConfigError, match=r"\.safetensors"):
         distill(DistillOptions(store=str(store), out=str(tmp_path / "m.pt")))

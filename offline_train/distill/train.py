@@ -13,6 +13,10 @@ Outputs, for ``--out MODEL.safetensors``:
 * ``MODEL.train/state.pt`` — the latest epoch's full training state (``--resume``);
 * ``MODEL.train/decoder.safetensors`` — D of the best epoch;
 * ``MODEL.train/log.csv`` and ``loss.png`` — per-epoch losses, timings and the curves;
+* ``MODEL.train/events.out.tfevents.*`` — the same per-epoch scalars for TensorBoard
+  (``tensorboard --logdir MODEL.train``): ``loss/train``, ``loss/val``, ``loss/val_ma``,
+  ``error/val_pose``, ``error/val_motion``, the trivial predictor's ``trivial/*``, ``lr``,
+  ``speed/frames_per_s``, ``time/data_wait_s`` and ``time/compute_s``;
 * ``MODEL.train/results.json`` — the best epoch's validation errors and the trivial ones.
 
 Multi-GPU: launch with ``torchrun --nproc_per_node=N -m offline_train.distill.train ...``;
@@ -242,6 +246,8 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
     val_set = data.subset(val_idx)
     trivial = trivial_errors(data, val_idx, opts.motion)
     aug_cfg = AugmentConfig()
+    # purge_step: a resumed run drops the events of epochs it is about to redo.
+    tb = _tensorboard(out_dir, start_epoch + 1) if rt.main else None
 
     for epoch in range(start_epoch, opts.epochs):
         sampler.set_epoch(epoch)
@@ -309,9 +315,12 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
                               str(out_dir / "decoder.safetensors"))
             _write_state(state_path, net, optimizer, scaler, epoch, history, best, fingerprint, config)
             _write_log(out_dir, history, trivial)
+            _write_scalars(tb, history[-1], trivial, optimizer.param_groups[0]["lr"], opts.motion)
             log.info("epoch %d: train %.4f val %.4f (ma %.4f)", epoch + 1, history[-1]["train_loss"], val["loss"], ma)
     train_set.close()
     val_set.close()
+    if tb is not None:
+        tb.close()
     results = {"best_epoch": best["epoch"], "best": best, "trivial": trivial,
                "train_frames": int(len(data.train_idx)), "val_frames_total": int(len(data.val_idx)),
                "val_frames_evaluated": int(len(val_idx)), "rows": int(data.total_rows), "motion": opts.motion,
@@ -402,6 +411,29 @@ def _write_log(out_dir: Path, history: list[dict[str, Any]], trivial: dict[str, 
     fig.tight_layout()
     fig.savefig(out_dir / "loss.png", dpi=100)
     plt.close(fig)
+
+
+def _tensorboard(out_dir: Path, purge_step: int):
+    from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package (a dependency)
+
+    return SummaryWriter(log_dir=str(out_dir), purge_step=purge_step, flush_secs=30)
+
+
+def _write_scalars(tb, row: dict[str, Any], trivial: dict[str, float], lr: float, motion: bool) -> None:
+    """One epoch's scalars (step = the epoch, counted from 1, as in log.csv)."""
+    if tb is None:
+        return
+    step = int(row["epoch"])
+    values = {"loss/train": row["train_loss"], "loss/val": row["val_loss"], "loss/val_ma": row["val_loss_ma"],
+              "error/val_pose": row["val_pose"], "trivial/loss": trivial["loss"], "trivial/pose": trivial["pose"],
+              "lr": lr, "speed/frames_per_s": row["frames_per_s"], "time/data_wait_s": row["data_wait_s"],
+              "time/compute_s": row["compute_s"], "time/epoch_s": row["seconds"]}
+    if motion:
+        values["error/val_motion"] = row["val_motion"]
+        values["trivial/motion"] = trivial["motion"]
+    for tag, value in values.items():
+        tb.add_scalar(tag, float(value), step)
+    tb.flush()
 
 
 def _bar(total: int, desc: str, enabled: bool):
