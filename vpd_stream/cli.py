@@ -72,7 +72,17 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one clear line and a non-zero exit for every user error."""
-    _hush_native_loggers()
+    from .native_stderr import NativeStderrFilter
+
+    native = NativeStderrFilter()
+    native.start()
+    try:
+        _main(argv)
+    finally:
+        native.stop()
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="vpd-stream", standalone_mode=False)
     except click.exceptions.Abort:
@@ -108,14 +118,6 @@ def _quiet_stdout() -> None:
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-
-
-def _hush_native_loggers() -> None:
-    """MediaPipe/TF Lite log through glog/absl straight to stderr; keep only their errors."""
-    import os
-
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 # -- run -----------------------------------------------------------------------------
