@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from engines import Engine, create_engine, run_chunked
 from offline_train.detection import shape_interval
 from vpd_stream.annotations import feature_vector
 from vpd_stream.errors import ConfigError
@@ -30,16 +32,39 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_DETECTOR = WEIGHTS_DIR / "penn_swing_detector"
 
 
-@torch.no_grad()
-def run_windows(models: list[torch.nn.Module], windows: list[np.ndarray]) -> list[np.ndarray]:
-    """Ensemble-mean sigmoid activations of equal- or mixed-length windows."""
+class EnsembleActivation(nn.Module):
+    """The detector ensemble as one network: (B, T, d) windows -> (B, T) mean sigmoid activation."""
+
+    input_names = ("windows",)
+    output_names = ("activation",)
+
+    def __init__(self, models: list[nn.Module]) -> None:
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.sigmoid(m(windows)) for m in self.models]).mean(0)
+
+
+def ensemble_engine(models: list[nn.Module], max_batch: int = 64) -> Engine:
+    """The ensemble behind the project's engine interface (PyTorch backend, fp32, CPU)."""
+    return create_engine("torch", module=EnsembleActivation(models), max_batch=max_batch, channels_last=False)
+
+
+def run_windows(engine: Engine | list[nn.Module], windows: list[np.ndarray]) -> list[np.ndarray]:
+    """Ensemble-mean sigmoid activations of equal- or mixed-length windows.
+
+    ``engine`` is an ``ensemble_engine`` (or a list of detector modules, wrapped in one).
+    """
+    if not isinstance(engine, Engine):
+        engine = ensemble_engine(list(engine))
     out: list[np.ndarray | None] = [None] * len(windows)
     by_len: dict[int, list[int]] = {}
     for i, w in enumerate(windows):
         by_len.setdefault(len(w), []).append(i)
-    for idx in by_len.values():  # equal lengths batch without padding: results never depend on batching
-        x = torch.as_tensor(np.stack([windows[i] for i in idx]), dtype=torch.float32)
-        act = torch.stack([torch.sigmoid(m(x)) for m in models]).mean(0).numpy()
+    for idx in by_len.values():  # equal lengths batch without padding: results never depend on padding
+        x = np.stack([windows[i] for i in idx]).astype(np.float32, copy=False)
+        act = run_chunked(engine, {"windows": x})["activation"]
         for j, i in enumerate(idx):
             out[i] = act[j]
     return out  # type: ignore[return-value]
@@ -55,7 +80,7 @@ def window_starts(n: int, window: int, stride: int, final: bool) -> list[int]:
     return starts
 
 
-def sliding_window_activations(models: list[torch.nn.Module], features: np.ndarray,
+def sliding_window_activations(engine: Engine | list[nn.Module], features: np.ndarray,
                                window: int, stride: int) -> np.ndarray:
     """The offline reference of the plugin's streaming activations (same windows, same mean)."""
     n = len(features)
@@ -65,7 +90,7 @@ def sliding_window_activations(models: list[torch.nn.Module], features: np.ndarr
     # Frames whose covering windows all ran before the stream ended are final without the
     # tail window (as online, where they were emitted already); the tail adds only to the rest.
     first_open = next((f for f in range(n) if (f // stride) * stride + window > n), n)
-    for i, (s, a) in enumerate(zip(starts, run_windows(models, [features[s:s + window] for s in starts]))):
+    for i, (s, a) in enumerate(zip(starts, run_windows(engine, [features[s:s + window] for s in starts]))):
         lo = s if i < len(regular) else max(s, first_open)
         total[lo:s + len(a)] += a[lo - s:]
         count[lo:s + len(a)] += 1
@@ -114,6 +139,7 @@ class DetectorPlugin(Plugin):
         stretch_max: float = 1.33
         athletes_only: bool = True  # when the tracker marks athletes, follow only them
         max_gap: int = 25  # frames a track may vanish before its state is flushed
+        max_batch: int = 64  # windows per engine call
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
@@ -122,6 +148,8 @@ class DetectorPlugin(Plugin):
             raise ConfigError(f"detector: features must be 'pose' or 'embedding', not {o.features!r}")
         if o.window < 1 or not 1 <= o.stride <= o.window:
             raise ConfigError("detector: need window >= 1 and 1 <= stride <= window")
+        if o.max_batch < 1:
+            raise ConfigError(f"detector: max_batch must be at least 1, not {o.max_batch}")
         self.requires = ("tracks", o.features)
         self.lookahead = o.window - 1 if o.lookahead < 0 else min(o.lookahead, o.window - 1)
         self.states: dict[str, dict[int, TrackState]] = {}
@@ -135,6 +163,7 @@ class DetectorPlugin(Plugin):
             raise ConfigError(f"detector: weights were trained on {bundle.meta.get('features')} features, "
                               f"but features = {self.options.features!r}; set features to match")
         self.models = bundle.models
+        self.engine = ensemble_engine(self.models, max_batch=self.options.max_batch)
         self.dim = bundle.config.input_dim
         self.action = str(bundle.meta.get("action", "action"))
         self.mean_len = float(bundle.meta.get("mean_action_length", 0.0))
@@ -192,7 +221,7 @@ class DetectorPlugin(Plugin):
         if not ready:
             return
         windows = [np.stack(st.feats[s:s + length]) for st, s in ready]
-        for (st, s), act in zip(ready, run_windows(self.models, windows)):
+        for (st, s), act in zip(ready, run_windows(self.engine, windows)):
             for k, a in enumerate(act):
                 if s + k < from_pos:
                     continue  # already final (and possibly emitted): leave it as it was

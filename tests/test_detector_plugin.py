@@ -51,7 +51,7 @@ def test_streaming_equals_offline_sliding_windows(tmp_path, n: int, window: int,
     plugin.setup(PluginContext())
     feats = np.random.default_rng(n).normal(size=(n, 26)).astype(np.float32)
     frames, events = _stream(plugin, feats)
-    offline = sliding_window_activations(plugin.models, feats, window, stride)
+    offline = sliding_window_activations(plugin.engine, feats, window, stride)
     want = proposals(offline, plugin.mean_len, plugin.threshold)
     got = [(e.start_frame, e.end_frame, e.score) for e in events]
     assert [(s, e) for s, e, _ in got] == [(s, e) for s, e, _ in want]
