@@ -53,5 +53,12 @@ def test_load_errors_are_one_line(tmp_path) -> None:
     with pytest.raises(ModelError, match="is a recognizer"):
         load_heads(tmp_path / "rec", kind="detector")
     (tmp_path / "rec.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError, match="do not match the sha256"):
+        load_heads(tmp_path / "rec")
+    side = tmp_path / "rec.json"
+    side.write_text(side.read_text().replace('"weights_sha256"', '"was_sha256"'))
     with pytest.raises(ModelError, match="cannot be read"):
+        load_heads(tmp_path / "rec")
+    side.write_text(side.read_text().replace('"vpd-stream-head"', '"something-else"'))
+    with pytest.raises(ModelError, match="not a head sidecar"):
         load_heads(tmp_path / "rec")

@@ -1,21 +1,26 @@
 """Save and load heads safely: weights in safetensors, configuration and provenance in JSON.
 
 ``name.safetensors`` holds one or more models' tensors (an ensemble is stored with the
-prefix ``m{i}.``); ``name.json`` holds the HeadConfig, the class names, the feature set,
-the training command and its metrics. No pickle is involved anywhere.
+prefix ``m{i}.``); ``name.json`` (the common sidecar of ``weights_file``: format, version,
+sha256 of the tensors) holds the HeadConfig, the class names, the feature set, the
+training command and its metrics. No pickle is involved anywhere.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..errors import ModelError
 from .heads import HeadConfig, build_head
+from .weights_file import read_sidecar, write_model_file
+
+FORMAT = "vpd-stream-head"
+VERSION = 1
+FIX = "train it with `vpd-stream train` or point the plugin's 'weights' option at an existing head"
 
 
 @dataclass
@@ -34,19 +39,17 @@ def save_heads(path: str | Path, bundle: HeadBundle, dtype: torch.dtype = torch.
         for k, v in model.state_dict().items():
             v = v.detach().cpu()
             tensors[f"m{i}.{k}"] = (v.to(dtype) if v.is_floating_point() else v).contiguous()
-    save_file(tensors, str(path.with_suffix(".safetensors")))
     sidecar = {"config": bundle.config.to_dict(), "ensemble": len(bundle.models), **bundle.meta}
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    write_model_file(path.with_suffix(".safetensors"), tensors, sidecar, FORMAT, VERSION)
 
 
 def load_heads(path: str | Path, kind: str | None = None) -> HeadBundle:
     path = Path(path).with_suffix("")
-    wfile, jfile = path.with_suffix(".safetensors"), path.with_suffix(".json")
-    for f in (wfile, jfile):
-        if not f.is_file():
-            raise ModelError(f"head file {f} is missing; train it with `vpd-stream train` or point the plugin's 'weights' option at an existing head")
+    wfile = path.with_suffix(".safetensors")
+    meta = read_sidecar(wfile, FORMAT, VERSION, "head", FIX)
+    for key in ("format", "format_version", "weights_sha256"):
+        meta.pop(key, None)
     try:
-        meta = json.loads(jfile.read_text(encoding="utf-8"))
         cfg = HeadConfig(**meta.pop("config"))
         n = int(meta.pop("ensemble"))
         tensors = load_file(str(wfile))
