@@ -15,19 +15,31 @@ from vpd_stream.plugin import PluginContext
 RGB = np.zeros((4, 4, 3), dtype=np.uint8)
 
 
-def test_labels_events_with_class_and_score(tmp_path) -> None:
-    torch.manual_seed(0)
+def _track_frames(feats: np.ndarray, stream: str = "s", missing: frozenset = frozenset()) -> list[Frame]:
+    """Frames of one track (id 3) whose pose features are ``feats``; ``missing`` frames have none."""
+    frames = []
+    for i, f in enumerate(feats):
+        ann = {"tracks": {3: Track(3, np.zeros(4, np.float32), 1.0)}}
+        if i not in missing:
+            ann["pose"] = {3: Pose(np.zeros((13, 3), np.float32), f, 1.0)}
+        frames.append(Frame(stream, i, i / 25, RGB, annotations=ann))
+    return frames
+
+
+def _tiny_recognizer(tmp_path, seed: int) -> RecognizerPlugin:
+    torch.manual_seed(seed)
     model = Recognizer(HeadConfig("recognizer", 26, 3, hidden=16)).eval()
     save_heads(tmp_path / "rec", HeadBundle(model.cfg, [model], {"classes": ["a", "b", "c"], "features": "pose"}))
     plugin = RecognizerPlugin(RecognizerPlugin.Options(weights=str(tmp_path / "rec")))
     plugin.setup(PluginContext())
+    return plugin
+
+
+def test_labels_events_with_class_and_score(tmp_path) -> None:
+    plugin = _tiny_recognizer(tmp_path, seed=0)
+    model = plugin.engines[0].module
     feats = np.random.default_rng(0).normal(size=(40, 26)).astype(np.float32)
-    frames = []
-    for i, f in enumerate(feats):
-        ann = {"tracks": {3: Track(3, np.zeros(4, np.float32), 1.0)}}
-        if i != 15:  # one missing pose: held from the frame before
-            ann["pose"] = {3: Pose(np.zeros((13, 3), np.float32), f, 1.0)}
-        frames.append(Frame("s", i, i / 25, RGB, annotations=ann))
+    frames = _track_frames(feats, missing=frozenset({15}))  # one missing pose: held from the frame before
     frames[30].events.append(Event("s", 3, "swing", 0.8, 10, 25, 0.4, 1.0, emitted_frame=30))
     plugin.process(frames[:20])
     plugin.process(frames[20:])
@@ -46,21 +58,8 @@ def test_labels_events_with_class_and_score(tmp_path) -> None:
     assert "s" not in plugin.history
 
 
-def _track_frames(feats: np.ndarray, stream: str = "s") -> list[Frame]:
-    frames = []
-    for i, f in enumerate(feats):
-        ann = {"tracks": {3: Track(3, np.zeros(4, np.float32), 1.0)},
-               "pose": {3: Pose(np.zeros((13, 3), np.float32), f, 1.0)}}
-        frames.append(Frame(stream, i, i / 25, RGB, annotations=ann))
-    return frames
-
-
 def test_bigru_runs_through_the_torch_engine(tmp_path) -> None:
-    torch.manual_seed(1)
-    model = Recognizer(HeadConfig("recognizer", 26, 3, hidden=16)).eval()
-    save_heads(tmp_path / "rec", HeadBundle(model.cfg, [model], {"classes": ["a", "b", "c"], "features": "pose"}))
-    plugin = RecognizerPlugin(RecognizerPlugin.Options(weights=str(tmp_path / "rec")))
-    plugin.setup(PluginContext())
+    plugin = _tiny_recognizer(tmp_path, seed=1)
     assert [e.backend for e in plugin.engines] == ["torch"]
 
 
