@@ -1,16 +1,21 @@
 """Embed a prepared corpus with a distilled student: per-video feature arrays for the heads.
 
 The student runs through the very code path of the stream's ``student`` plugin
-(``plugins.student.resolve_student`` / ``student_engine`` / ``flip_inputs``, the same
-engines), so the embedding of a frame here equals the one ``vpd-stream run`` computes for
-that frame of that file with the same engine.
+(``plugins.student.resolve_student`` / ``student_engine`` / ``embed_with_mirror``, the
+same engines), so the embedding of a frame here equals the one ``vpd-stream run`` computes
+for that frame of that file with the same engine.
+
+Concat-VPD: ``concat`` (or ``--model A,B``) names a second student; the features are the
+two embeddings stacked, ``[A, B]``, and the flipped features the two flipped ones stacked —
+what the student plugin gives with ``model = A`` and ``concat = B``.
 
 Output, in ``FEATURES/``:
 
 * ``NAME.npz`` per video — ``embedding`` (n, d) and ``embedding_flipped`` (n, d) float32,
   ``frame`` (n,) int64, ``pts`` (n,) float64, ``track_id`` (n,) int32, ``pose_score``
   (n,) float32: one row per (frame, athlete) of the store, in the store's row order;
-* ``features.json`` — the model (path, sha256, d, teacher), engine, and the videos.
+* ``features.json`` — the model (path, sha256, d, teacher; with ``concat`` also ``parts``,
+  one entry per stacked student), engine, and the videos.
 
 Each file is written to a temporary name and renamed, so it is complete or absent.
 """
@@ -34,8 +39,9 @@ FORMAT = "vpd-stream/features"
 @dataclass
 class EmbedOptions:
     store: str
-    model: str
+    model: str  # a student, or "A,B": A's embedding with B's appended (as ``concat``)
     out: str
+    concat: str | None = None  # a second student whose embedding is appended (Concat-VPD)
     engine: str = "onnxruntime"
     precision: str | None = None
     max_batch: int = 32
@@ -51,31 +57,54 @@ def load_features(path: str | Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def embed_rows(engine, rgb: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings of crops and of their mirrors, batched exactly as the student plugin does."""
-    from engines import run_chunked
-    from plugins.student import flip_inputs
+def model_paths(model: str, concat: str | None = None) -> list[str]:
+    """The students to stack: ``model`` (split at commas unless a file has that very name)
+    then ``concat``."""
+    paths = [model] if Path(model).expanduser().exists() or "," not in model else \
+        [m.strip() for m in model.split(",")]
+    if concat is not None:
+        paths.append(concat)
+    if any(not m for m in paths):
+        raise ConfigError(f"--model '{model}': an empty model path")
+    if len(paths) > 2:
+        raise ConfigError(f"at most two students can be concatenated, got {len(paths)}: {', '.join(paths)}")
+    return paths
 
-    rgb_f, flow_f = flip_inputs(rgb, flow)
-    out = run_chunked(engine, {"rgb": np.concatenate([rgb, rgb_f]), "flow": np.concatenate([flow, flow_f])})["embedding"]
-    n = len(rgb)
-    return out[:n].astype(np.float32), out[n:].astype(np.float32)
+
+def embed_rows(engines, rgb: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of crops and of their mirrors, batched exactly as the student plugin does."""
+    from plugins.student import embed_with_mirror
+
+    if not isinstance(engines, (list, tuple)):
+        engines = [engines]
+    return embed_with_mirror(list(engines), rgb, flow)
 
 
 def embed_store(opts: EmbedOptions) -> dict[str, Any]:
     from engines import BACKENDS
-    from plugins.student import resolve_student, student_engine
+    from plugins.student import check_concat, concat_sidecar, resolve_student, student_engine
 
     if opts.engine not in BACKENDS:
         raise ConfigError(f"unknown engine '{opts.engine}'; choose one of {', '.join(BACKENDS)}")
     if opts.max_batch < 2:
         raise ConfigError("--max-batch must be at least 2 (a crop and its mirror)")
+    paths = model_paths(opts.model, opts.concat)
     store = open_store(opts.store)
-    student = resolve_student(opts.model)
+    students = [resolve_student(m) for m in paths]
+    check_concat(students, paths)
+    student = students[0]
+    dim = sum(s.dim for s in students)
     precision = opts.precision or ("fp16" if opts.engine == "tensorrt" else "fp32")
-    engine = student_engine(student, opts.engine, precision=precision, max_batch=opts.max_batch,
-                            device=opts.device if opts.engine != "tensorrt" else "cuda",
-                            threads=opts.threads, cache_root=opts.cache_dir)
+    engines = []
+    try:
+        for s in students:
+            engines.append(student_engine(s, opts.engine, precision=precision, max_batch=opts.max_batch,
+                                          device=opts.device if opts.engine != "tensorrt" else "cuda",
+                                          threads=opts.threads, cache_root=opts.cache_dir))
+    except BaseException:
+        for e in engines:
+            e.close()
+        raise
     out = Path(opts.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -98,14 +127,13 @@ def embed_store(opts: EmbedOptions) -> dict[str, Any]:
     try:
         for name in names:
             with store.open(name) as video:
-                d = student.dim
-                emb = np.zeros((video.rows, d), np.float32)
-                flipped = np.zeros((video.rows, d), np.float32)
+                emb = np.zeros((video.rows, dim), np.float32)
+                flipped = np.zeros((video.rows, dim), np.float32)
                 for sl, crops, flows in video.iter_blocks(per_call):
                     if crops.shape[1:3] != (student.input_size, student.input_size):
                         raise ConfigError(f"{name}: the store's crops are {crops.shape[1]}px, the model expects "
                                           f"{student.input_size}px; prepare the corpus with a matching crop size")
-                    emb[sl], flipped[sl] = embed_rows(engine, crops, flows)
+                    emb[sl], flipped[sl] = embed_rows(engines, crops, flows)
                     if bar is not None:
                         bar.update(sl.stop - sl.start)
                 a = video.arrays
@@ -122,12 +150,17 @@ def embed_store(opts: EmbedOptions) -> dict[str, Any]:
     finally:
         if bar is not None:
             bar.close()
-        engine.close()
-    manifest = {"format": FORMAT, "version": 1, "dim": student.dim,
-                "model": {"path": str(opts.model), "sha256": student.weights_sha256,
-                          "teacher": student.sidecar.get("teacher")},
+        for e in engines:
+            e.close()
+    if len(students) == 1:
+        model_info = {"path": paths[0], "sha256": student.weights_sha256, "teacher": student.sidecar.get("teacher")}
+    else:
+        parts = concat_sidecar(students)["parts"]
+        model_info = {"path": ",".join(paths), "teacher": "concat",
+                      "parts": [{"path": m, **part} for m, part in zip(paths, parts)]}
+    manifest = {"format": FORMAT, "version": 1, "dim": dim, "model": model_info,
                 "engine": opts.engine, "precision": precision, "store": str(opts.store), "videos": videos}
     tmp = out / f"features.json.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, out / "features.json")
-    return {"videos": len(videos), "rows": total, "dim": student.dim}
+    return {"videos": len(videos), "rows": total, "dim": dim}

@@ -8,6 +8,11 @@ together, with the flipped views in the same call, in chunks of the engine's max
 The model is a checkpoint from ``vpd-stream distill`` (``.safetensors`` + JSON sidecar) or
 an ONNX file from ``vpd-stream export``. ``random_init = true`` runs a seeded, untrained
 student instead: for testing the pipeline only, its embeddings mean nothing.
+
+Concat-VPD: ``concat = "vi-vpd.safetensors"`` names a second student (typically VI-VPD,
+distilled with ``--teacher vipe``, next to a 2D-VPD ``model``). Both run on the same crops
+through the same engine kind, and the embedding is the two stacked, ``[model, concat]``
+(d = d₁ + d₂); the flipped embedding is the two flipped embeddings stacked likewise.
 """
 from __future__ import annotations
 
@@ -143,6 +148,34 @@ def cached_export(student: StudentModel, precision: str, cache_root: str | None 
     return path
 
 
+def check_concat(students: list[StudentModel], names: list[str]) -> None:
+    """Students whose embeddings are stacked must read the same crops."""
+    sizes = {s.input_size for s in students}
+    if len(sizes) > 1:
+        detail = ", ".join(f"{n}: {s.input_size}px" for n, s in zip(names, students))
+        raise ModelError(f"students to concatenate must take the same crop size ({detail})")
+
+
+def concat_sidecar(students: list[StudentModel]) -> dict[str, Any]:
+    """What a stacked embedding is made of: per part its teacher, d and weights hash."""
+    return {"parts": [{"teacher": s.sidecar.get("teacher"), "dim": s.dim, "sha256": s.weights_sha256}
+                      for s in students]}
+
+
+def embed_with_mirror(engines: list[Engine], rgb: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of (N, H, W, 3) crops + (N, 2, H, W) flow and of their mirrors, (N, d) each.
+
+    Crops and mirrors go through each engine in one call (chunked at its max batch); with
+    several engines (Concat-VPD) the outputs are stacked in order along the feature axis.
+    """
+    rgb_f, flow_f = flip_inputs(rgb, flow)
+    inputs = {"rgb": np.concatenate([rgb, rgb_f]), "flow": np.concatenate([flow, flow_f])}
+    outs = [np.asarray(run_chunked(e, inputs)["embedding"], dtype=np.float32) for e in engines]
+    out = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
+    n = len(rgb)
+    return out[:n], out[n:]
+
+
 def flip_inputs(rgb: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mirror (N, H, W, 3) crops and (N, 2, H, W) uint8 flow left-right; flow x is negated.
 
@@ -168,7 +201,8 @@ class StudentPlugin(Plugin):
         precision: str | None = None  # fp32 | bf16 | fp16 | int8; default fp16 on TensorRT, else fp32
         max_batch: int = 32  # the most crops per engine call (a track's flipped view counts too)
         dim: int | None = None  # expected embedding size; a checkpoint with another d is refused
-        teacher: str | None = None  # expected teacher kind (pose2d | vipe); None accepts any
+        teacher: str | None = None  # expected teacher kind (pose2d | vipe) of `model`; None accepts any
+        concat: str | None = None  # a second student whose embedding is appended (Concat-VPD); `dim` is then the total
         random_init: bool = False  # seeded untrained student: for pipeline testing only
         seed: int = 0  # seed of the random_init student
         random_dim: int = 26  # d of the random_init student
@@ -186,8 +220,13 @@ class StudentPlugin(Plugin):
             raise ConfigError("[plugins.student] max_batch must be at least 2 (a crop and its mirror)")
         # Each track costs two engine rows (plain and mirrored): fill one engine call per batch.
         self.batch_size = max(1, o.max_batch // 2)
-        self.engine: Engine | None = None
-        self.student: StudentModel | None = None
+        if o.concat is not None and o.random_init and o.model is None:
+            raise ConfigError("[plugins.student] concat needs a trained `model` to stack with, not random_init")
+        self.engine: Engine | None = None  # the first (or only) student's engine
+        self.engines: list[Engine] = []
+        self.student: StudentModel | None = None  # the first (or only) student
+        self.students: list[StudentModel] = []
+        self.dim = 0
 
     def setup(self, context: PluginContext) -> None:
         super().setup(context)
@@ -196,13 +235,29 @@ class StudentPlugin(Plugin):
         if backend not in BACKENDS:
             raise ConfigError(f"unknown engine '{backend}'; choose one of {', '.join(BACKENDS)}")
         precision = o.precision or ("fp16" if backend == "tensorrt" else "fp32")
-        self.student = resolve_student(o.model, random_init=o.random_init, seed=o.seed, random_dim=o.random_dim,
-                                       dim=o.dim, teacher=o.teacher, model_dir=context.model_dir)
-        if self.student.sidecar.get("teacher") == "random":
+        first = resolve_student(o.model, random_init=o.random_init, seed=o.seed, random_dim=o.random_dim,
+                                dim=o.dim if o.concat is None else None, teacher=o.teacher,
+                                model_dir=context.model_dir)
+        students = [first]
+        if o.concat is not None:
+            students.append(resolve_student(o.concat))
+            check_concat(students, [str(o.model), o.concat])
+            total = sum(s.dim for s in students)
+            if o.dim is not None and total != o.dim:
+                raise ModelError(f"[plugins.student] model and concat output d={students[0].dim}+{students[1].dim}"
+                                 f"={total}, but d={o.dim} is expected")
+        if first.sidecar.get("teacher") == "random":
             log.warning("student: running an untrained random_init student; embeddings are for pipeline testing only")
         device = context.device if backend != "tensorrt" else "cuda"
-        self.engine = student_engine(self.student, backend, precision=precision, max_batch=o.max_batch,
-                                     device=device, threads=o.threads, cache_root=o.cache_dir)
+        self.student, self.students, self.dim = first, students, sum(s.dim for s in students)
+        try:
+            for student in students:
+                self.engines.append(student_engine(student, backend, precision=precision, max_batch=o.max_batch,
+                                                   device=device, threads=o.threads, cache_root=o.cache_dir))
+        except BaseException:
+            self.close()
+            raise
+        self.engine = self.engines[0]
 
     def process(self, batch: list[Frame]) -> None:
         assert self.engine is not None and self.student is not None, "setup() was not called"
@@ -226,14 +281,9 @@ class StudentPlugin(Plugin):
                 flows.append(flow)
         if not keys:
             return
-        rgb = np.stack(rgbs)
-        flow = np.stack(flows)
-        rgb_f, flow_f = flip_inputs(rgb, flow)
-        out = run_chunked(self.engine, {"rgb": np.concatenate([rgb, rgb_f]),
-                                        "flow": np.concatenate([flow, flow_f])})["embedding"]
-        n = len(keys)
+        plain, flipped = embed_with_mirror(self.engines, np.stack(rgbs), np.stack(flows))
         for i, (frame, track_id) in enumerate(keys):
-            frame.annotations["embedding"][track_id] = Embedding(out[i].copy(), out[n + i].copy())
+            frame.annotations["embedding"][track_id] = Embedding(plain[i].copy(), flipped[i].copy())
 
     def describe(self, frame: Frame) -> dict[str, Any]:
         embeddings = frame.annotations.get("embedding") or {}
@@ -244,6 +294,7 @@ class StudentPlugin(Plugin):
                            for tid, e in embeddings.items()}}
 
     def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
-            self.engine = None
+        for engine in self.engines:
+            engine.close()
+        self.engines = []
+        self.engine = None

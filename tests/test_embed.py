@@ -29,11 +29,23 @@ def corpus(tmp_path_factory):
     return store, path, root
 
 
-def _plugin_embeddings(store: CorpusStore, name: str, model: str, engine: str, cache: str) -> np.ndarray:
+@pytest.fixture(scope="module")
+def second_student(corpus):
+    """A 32-d student labelled as distilled from VIPE*: the VI-VPD half of Concat-VPD."""
+    _, _, root = corpus
+    model = build_student(StudentConfig(architecture="resnet18", dim=32, rgb_mean=[0.0, 0.1, 0.2],
+                                        rgb_std=[0.6, 0.5, 0.4]), seed=7)
+    randomize_batchnorm(model, seed=8)
+    return save_student(model, root / "vi_vpd.safetensors", teacher="vipe")
+
+
+def _plugin_embeddings(store: CorpusStore, name: str, model: str, engine: str, cache: str,
+                       concat: str | None = None) -> np.ndarray:
     """Run the stream's student plugin on Frames made from the store's rows."""
     from plugins.student import StudentPlugin
 
-    plugin = StudentPlugin(StudentPlugin.Options(model=model, engine=engine, cache_dir=cache, max_batch=8))
+    plugin = StudentPlugin(StudentPlugin.Options(model=model, engine=engine, cache_dir=cache, max_batch=8,
+                                                 concat=concat))
     plugin.setup(PluginContext(engine=engine))
     with store.open(name) as video:
         crops, flows, _ = video.images(np.arange(video.rows))
@@ -68,6 +80,53 @@ def test_embed_matches_the_student_plugin(corpus, engine, tmp_path):
     live, live_flipped = _plugin_embeddings(store, "synthetic01", str(model), engine, str(root / "cache"))
     np.testing.assert_allclose(feats["embedding"], live, atol=1e-4, rtol=0)
     np.testing.assert_allclose(feats["embedding_flipped"], live_flipped, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("spelling", ["concat", "comma"])
+def test_concat_embedding_is_the_two_students_stacked(corpus, second_student, tmp_path, spelling):
+    """Concat-VPD in embed: [A | B] and [A flipped | B flipped], equal to the plugin's with concat."""
+    torch.set_num_threads(2)
+    store, model, root = corpus
+    common = dict(store=str(store.root), engine="onnxruntime", max_batch=8, cache_dir=str(root / "cache"),
+                  progress=False)
+    single = {}
+    for key, m in (("a", model), ("b", second_student)):
+        embed_store(EmbedOptions(model=str(m), out=str(tmp_path / key), **common))
+        single[key] = load_features(tmp_path / key / "synthetic00.npz")
+    if spelling == "concat":
+        opts = EmbedOptions(model=str(model), concat=str(second_student), out=str(tmp_path / "ab"), **common)
+    else:
+        opts = EmbedOptions(model=f"{model},{second_student}", out=str(tmp_path / "ab"), **common)
+    assert embed_store(opts) == {"videos": 2, "rows": 18, "dim": 58}
+    feats = load_features(tmp_path / "ab" / "synthetic00.npz")
+    for key in ("embedding", "embedding_flipped"):
+        assert feats[key].shape == (9, 58)
+        np.testing.assert_array_equal(feats[key], np.concatenate([single["a"][key], single["b"][key]], axis=1))
+    manifest = json.loads((tmp_path / "ab" / "features.json").read_text())
+    assert manifest["dim"] == 58 and manifest["model"]["teacher"] == "concat"
+    assert [(p["teacher"], p["dim"]) for p in manifest["model"]["parts"]] == [("pose2d", 26), ("vipe", 32)]
+    live, live_flipped = _plugin_embeddings(store, "synthetic00", str(model), "onnxruntime", str(root / "cache"),
+                                            concat=str(second_student))
+    np.testing.assert_allclose(feats["embedding"], live, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(feats["embedding_flipped"], live_flipped, atol=1e-4, rtol=0)
+
+
+def test_concat_errors(corpus, second_student, tmp_path):
+    from vpd_stream.errors import ConfigError, ModelError
+
+    store, model, root = corpus
+    small = save_student(build_student(StudentConfig(architecture="resnet18", input_size=64), seed=1),
+                         root / "small.safetensors", teacher="pose2d")
+    with pytest.raises(ModelError, match="same crop size"):
+        embed_store(EmbedOptions(store=str(store.root), model=str(model), concat=str(small), out=str(tmp_path / "x"),
+                                 engine="torch", progress=False))
+    with pytest.raises(ConfigError, match="at most two"):
+        embed_store(EmbedOptions(store=str(store.root), model=f"{model},{second_student},{model}",
+                                 out=str(tmp_path / "x"), engine="torch", progress=False))
+    with pytest.raises(ModelError, match="does not exist"):
+        embed_store(EmbedOptions(store=str(store.root), model=str(model), concat=str(tmp_path / "no.safetensors"),
+                                 out=str(tmp_path / "x"), engine="torch", progress=False))
+    assert not (tmp_path / "x").exists()
 
 
 def test_embed_cli_and_errors(corpus, tmp_path):
