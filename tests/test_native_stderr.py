@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from vpd_stream.native_stderr import drop_noise
+from vpd_stream.native_stderr import drop_noise, split_pending
 
 CHATTER = (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
            b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
@@ -20,12 +20,24 @@ def test_drop_noise_keeps_errors_and_partial_lines() -> None:
     assert drop_noise(CHATTER + kept + fatal + b" 40%|####   \r") == kept + fatal + b" 40%|####   \r"
 
 
+def test_pieces_of_a_chatter_line_are_held_until_its_newline() -> None:
+    assert split_pending(b"ok\nINFO: ") == (b"ok\n", b"INFO: ")
+    assert split_pending(b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.") == (
+        b"", b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
+    assert split_pending(b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n") == (b"", b"")
+    assert split_pending(b"W0000 00:00:17.8 1 a.cc:1] x") == (b"", b"W0000 00:00:17.8 1 a.cc:1] x")
+    assert split_pending(b"\rImporting 3/5") == (b"\rImporting 3/5", b"")  # progress passes at once
+    assert split_pending(b"INFO: something else") == (b"INFO: something else", b"")
+
+
 def test_filter_routes_fd2_and_restores_it() -> None:
     script = (
         "import os, sys\n"
         "from vpd_stream.native_stderr import NativeStderrFilter\n"
         "f = NativeStderrFilter(); f.start()\n"
         f"os.write(2, {CHATTER!r})\n"
+        "for piece in (b'INFO: ', b'Created TensorFlow Lite XNNPACK delegate for CPU.', b'\\n'):\n"
+        "    os.write(2, piece)\n"
         "sys.stderr.write('progress 1/2\\r'); sys.stderr.flush()\n"
         "print('error: one line', file=sys.stderr)\n"
         "f.stop()\n"

@@ -4,13 +4,16 @@ Their C++ code logs through absl/glog straight to file descriptor 2 before any l
 initialised, so neither GLOG_minloglevel nor Python logging reaches it. We route fd 2
 through a pipe and drop only lines that are that chatter (glog-style ``I``/``W`` lines,
 TF Lite's delegate notice, absl's "before InitializeLog" notice); everything else —
-our `error:` lines, progress bars, glog ``E``/``F`` errors — is forwarded at once, chunk by
-chunk, so partial lines (progress bars) are not held back. Set VPD_NATIVE_LOGS=1 to see all.
+our `error:` lines, progress bars, glog ``E``/``F`` errors — is forwarded at once. TF Lite
+writes its notice in pieces, so an unfinished line that could still become chatter is held
+until its newline (at most ``HOLD_S``); any other partial line (a progress bar) passes at
+once. Set VPD_NATIVE_LOGS=1 to see all.
 """
 from __future__ import annotations
 
 import os
 import re
+import select
 import sys
 import threading
 
@@ -18,9 +21,29 @@ NOISE = re.compile(rb"^(?:[IW]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] |INFO: Created Ten
                    rb"WARNING: All log messages before absl::InitializeLog\(\) is called)")
 
 
+NOISE_STARTS = (b"INFO: Created TensorFlow Lite ", b"WARNING: All log messages before absl::InitializeLog")
+GLOG_START = re.compile(rb"^[IW](?:\d{0,4}|\d{4} [^\n]*)$")
+HOLD_S = 0.25
+
+
 def drop_noise(chunk: bytes) -> bytes:
-    """The chunk without its chatter lines (glog writes each message whole, in one write)."""
+    """The chunk without its chatter lines."""
     return b"".join(line for line in chunk.splitlines(keepends=True) if not NOISE.match(line))
+
+
+def may_become_noise(partial: bytes) -> bool:
+    """Could this unfinished line still turn out to be a chatter line?"""
+    return bool(GLOG_START.match(partial)) or any(
+        start.startswith(partial) or partial.startswith(start) for start in NOISE_STARTS)
+
+
+def split_pending(data: bytes) -> tuple[bytes, bytes]:
+    """(what to forward now, what to hold): hold only an unfinished line that may be chatter."""
+    cut = data.rfind(b"\n") + 1
+    head, tail = data[:cut], data[cut:]
+    if tail and may_become_noise(tail):
+        return drop_noise(head), tail
+    return drop_noise(head) + tail, b""
 
 
 class NativeStderrFilter:
@@ -44,21 +67,31 @@ class NativeStderrFilter:
         self._thread.start()
 
     def _relay(self, read_end: int) -> None:
-        saved = self._saved
+        pending = b""
         while True:
             try:
-                chunk = os.read(read_end, 65536)
+                ready, _, _ = select.select([read_end], [], [], HOLD_S if pending else None)
+                chunk = os.read(read_end, 65536) if ready else None
             except OSError:
+                chunk = b""
+            if chunk is None:  # a held piece never finished its line: it was not chatter after all
+                kept, pending = pending, b""
+            elif not chunk:
+                kept, pending = drop_noise(pending), b""
+            else:
+                kept, pending = split_pending(pending + chunk)
+            if kept and not self._write(kept):
                 break
-            if not chunk:
+            if chunk == b"":
                 break
-            kept = drop_noise(chunk)
-            if kept and saved is not None:
-                try:
-                    os.write(saved, kept)
-                except OSError:
-                    break
         os.close(read_end)
+
+    def _write(self, data: bytes) -> bool:
+        try:
+            os.write(self._saved, data) if self._saved is not None else None
+            return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         """Put the real stderr back and let the relay drain what was already written."""
