@@ -262,3 +262,21 @@ def test_torchrun_ddp_on_cpu(store, tmp_path):
     from vpd_stream.models.checkpoint import load_student
 
     assert load_student(out)[1].teacher == "pose2d"
+
+
+def test_loader_workers_deliver_the_in_process_batches(store):
+    """Batches built in DataLoader workers (in shared memory) equal the in-process ones."""
+    from offline_train.distill.dataset import whole_batch
+
+    data = DistillData(store, threshold=0.5, val_fraction=0.2)
+    ds = data.subset(data.train_idx)
+    sampler = RandomFrameSampler(len(ds), 24, seed=1)
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, sampler=sampler, num_workers=2, collate_fn=whole_batch)
+    draws = sampler.draws()
+    for k, batch in enumerate(loader):
+        want = ds.__getitems__(draws[8 * k:8 * k + 8].tolist())
+        assert batch["rgb"].is_shared() and batch["flow"].is_shared()
+        for key in ("rgb", "flow", "target", "target_flipped", "motion_valid"):
+            assert torch.equal(batch[key], want[key]), key
+    assert k == 2
+    ds.close()

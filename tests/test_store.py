@@ -104,3 +104,69 @@ def test_open_store_errors_are_one_line(tmp_path):
     bad.write_bytes(b"not hdf5")
     with pytest.raises(InputError, match="not a readable corpus store file"):
         VideoStore(bad)
+
+
+def _masked_video(root: Path) -> Path:
+    """One video written by the real writer, with masks on some rows and none on others."""
+    store = CorpusStore(root)
+    store.create()
+    writer = VideoWriter(store.video_path("m"), {"name": "m", "fps": 25.0})
+    rng = np.random.default_rng(0)
+    for t in range(40):
+        writer.add_frame(t, t / 25.0, t)
+        mask = None if t % 3 == 0 else (rng.random((128, 128)) < 0.5).astype(np.uint8) * 255
+        writer.add_row(frame=t, pts=t / 25.0, track_id=1, crop=render(synthetic_keypoints(t), seed=t),
+                       flow=rng.integers(120, 136, (2, 128, 128), dtype=np.uint8), box=np.zeros(4),
+                       crop_box=np.zeros(4), keypoints=None, pose=None, pose_score=0.0, mask=mask)
+    writer.commit()
+    return store.video_path("m")
+
+
+def test_direct_chunk_reads_equal_h5py_reads(tmp_path):
+    path = _masked_video(tmp_path / "s")
+    rows = np.array([37, 3, 3, 0, 21, 38, 14])
+    with VideoStore(path) as fast, VideoStore(path, direct=False) as slow:
+        assert fast.direct and not slow.direct
+        got, want = fast.images(rows), slow.images(rows)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+        assert (want[2][1] == 255).all() and not (want[2][0] == 255).all()  # row 3 has no mask: all foreground
+        # ``out`` + ``at``: row rows[i] lands at position at[i] of the caller's arrays
+        at = np.array([6, 5, 4, 3, 2, 1, 0])
+        out = (np.zeros((7, 128, 128, 3), np.uint8), np.zeros((7, 2, 128, 128), np.uint8), np.zeros((7, 128, 128), np.uint8))
+        fast.images(rows, out=out, at=at)
+        for o, w in zip(out, want):
+            np.testing.assert_array_equal(o, w[::-1])
+        with pytest.raises(IndexError):
+            fast.images([40])
+
+
+def test_other_layouts_are_read_through_h5py(tmp_path):
+    import h5py
+
+    path = _masked_video(tmp_path / "s")
+    with VideoStore(path, direct=False) as video:
+        want = video.images([5, 1])
+    # the same arrays, gzip-compressed: no direct path, same values
+    with h5py.File(path, "r+") as h5:
+        data = h5["crop"][:]
+        del h5["crop"]
+        h5.create_dataset("crop", data=data, chunks=(1, 128, 128, 3), compression="gzip")
+    with VideoStore(path) as video:
+        assert not video.direct
+        got = video.images([5, 1])
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_a_damaged_chunk_is_one_clear_error(tmp_path):
+    path = _masked_video(tmp_path / "s")
+    with VideoStore(path) as video:
+        offset = int(video._direct["flow"].offset[7])
+    with open(path, "r+b") as fh:  # zero the Blosc header of row 7's flow chunk
+        fh.seek(offset)
+        fh.write(bytes(16))
+    with VideoStore(path) as video:
+        video.images([6])
+        with pytest.raises(InputError, match="row 7.*damaged"):
+            video.images([6, 7])

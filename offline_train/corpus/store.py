@@ -36,8 +36,10 @@ failed, with the reason) and is rewritten atomically by the one process that own
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import mmap
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -78,6 +80,85 @@ def _compression(compressed: bool) -> dict[str, Any]:
     # No shuffle: on uint8 images it gains little and costs read speed (measured).
     return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.NOSHUFFLE)) if compressed else {}
 IMAGE_ARRAYS = ("crop", "flow", "mask")
+BLOSC_FILTER = 32001  # the HDF5 filter id of Blosc (hdf5plugin.Blosc)
+
+
+_blosc_decompress = None
+
+
+def _blosc() -> Any:
+    """``blosc_decompress_ctx`` from the Blosc library hdf5plugin ships (it is the HDF5
+    filter's own code, so it decodes exactly what the filter wrote). ctypes releases the GIL
+    around the call."""
+    global _blosc_decompress
+    if _blosc_decompress is None:
+        lib = ctypes.CDLL(os.path.join(hdf5plugin.PLUGIN_PATH, "libh5blosc.so"))
+        fn = lib.blosc_decompress_ctx
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        fn.restype = ctypes.c_int
+        _blosc_decompress = fn
+    return _blosc_decompress
+
+
+class RowChunks:
+    """Direct reads of an image array stored one row per chunk, bypassing HDF5's read path.
+
+    At open we ask HDF5 once where every row's chunk lies in the file (``chunk_iter``); the
+    file is memory-mapped, and a read is one Blosc decode from the mapped page cache straight
+    into the caller's array (or one copy, for chunks stored without the filter): no
+    per-read HDF5 call, no intermediate buffer. On this shared box a random row costs a few
+    memory passes over ~80 KB, so copies are what a read costs (measured: BENCHMARKS.md).
+    Only layouts this exactly understands take this path (one uint8 row per chunk, no filter
+    or Blosc alone); ``VideoStore`` falls back to h5py for anything else.
+    """
+
+    def __init__(self, ds: h5py.Dataset, mapped: np.ndarray) -> None:
+        rows = int(ds.shape[0])
+        self.row_shape = tuple(ds.shape[1:])
+        if ds.chunks != (1, *self.row_shape) or ds.dtype != np.uint8 or not hasattr(ds.id, "chunk_iter"):
+            raise NotImplementedError("not one uint8 row per chunk")
+        dcpl = ds.id.get_create_plist()
+        filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
+        if filters not in ([], [BLOSC_FILTER]):
+            raise NotImplementedError(f"filters {filters}")
+        self.compressed = bool(filters)
+        self.row_bytes = int(np.prod(self.row_shape))
+        self.fill = int(ds.fillvalue)
+        self.offset = np.full(rows, -1, np.int64)
+        self.size = np.zeros(rows, np.int64)
+        self.raw = np.zeros(rows, bool)  # the filter was skipped for this chunk (stored as is)
+
+        def visit(info: Any) -> None:
+            r = info.chunk_offset[0]
+            if r < rows:
+                self.offset[r], self.size[r], self.raw[r] = info.byte_offset, info.size, bool(info.filter_mask & 1)
+
+        ds.id.chunk_iter(visit)
+        if (self.offset + self.size).max(initial=0) > len(mapped):
+            raise InputError(f"{ds.file.filename}: chunk past the end of the file; the store file is damaged")
+        bad = (self.offset >= 0) & (~self.compressed | self.raw) & (self.size != self.row_bytes)
+        if bad.any():
+            raise InputError(f"{ds.file.filename}: {ds.name} chunk of the wrong size; the store file is damaged")
+        self.mapped = mapped
+        self.base = mapped.ctypes.data
+        self._decode = _blosc() if self.compressed else None
+
+    def read_into(self, rows: np.ndarray, out: np.ndarray, at: np.ndarray) -> None:
+        """``out[at[i]] = row rows[i]``; ``out`` is C-contiguous (n, *row_shape) uint8."""
+        if out.dtype != np.uint8 or not out.flags.c_contiguous or out.shape[1:] != self.row_shape:
+            raise ValueError("out must be a C-contiguous uint8 array of rows")
+        flat = out.reshape(len(out), self.row_bytes)
+        dest = out.ctypes.data
+        for i, r in zip(at.tolist(), rows.tolist()):
+            off = int(self.offset[r])
+            if off < 0:  # never written: HDF5 would return the fill value
+                flat[i] = self.fill
+            elif not self.compressed or self.raw[r]:
+                flat[i] = self.mapped[off:off + self.row_bytes]
+            else:
+                got = self._decode(self.base + off, dest + i * self.row_bytes, self.row_bytes, 1)
+                if got != self.row_bytes:
+                    raise InputError(f"row {r}: the Blosc chunk does not decode ({got}); the store file is damaged")
 
 
 @dataclass
@@ -285,7 +366,7 @@ class VideoStore:
 
     SMALL = ("pose", "keypoints", "pose_score", "box", "crop_box", "track_id", "frame", "pts", "prev_row")
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, direct: bool = True) -> None:
         self.path = Path(path)
         try:
             self.h5 = h5py.File(self.path, "r")
@@ -297,6 +378,21 @@ class VideoStore:
         self.crop = self.h5["crop"]
         self.flow = self.h5["flow"]
         self.mask = self.h5["mask"] if "mask" in self.h5 else None
+        # Direct chunk readers for the image arrays (None: read through h5py).
+        self._map: mmap.mmap | None = None
+        self._direct: dict[str, RowChunks] | None = None
+        if direct:
+            try:
+                with open(self.path, "rb") as fh:
+                    self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                mapped = np.frombuffer(self._map, np.uint8)
+                self._direct = {name: RowChunks(ds, mapped) for name, ds in
+                                (("crop", self.crop), ("flow", self.flow), ("mask", self.mask)) if ds is not None}
+            except (NotImplementedError, OSError, ValueError):
+                self._direct = None  # h5py reads instead
+            except InputError:
+                self.close()
+                raise
 
     @property
     def name(self) -> str:
@@ -322,15 +418,36 @@ class VideoStore:
     def frames_table(self) -> dict[str, np.ndarray]:
         return {k: self.h5["frames"][k][:] for k in ("index", "pts", "source_index")}
 
-    def images(self, rows: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Crops (n,128,128,3), flows (n,2,128,128) and masks (n,128,128) or None for rows."""
+    @property
+    def direct(self) -> bool:
+        """Whether image rows are read by direct chunk reads (else through h5py)."""
+        return self._direct is not None
+
+    def images(self, rows: np.ndarray | list[int], out: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+               at: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Crops (n,128,128,3), flows (n,2,128,128) and masks (n,128,128) or None for rows.
+
+        ``out``: C-contiguous arrays to fill instead of new ones (e.g. a batch in shared
+        memory), row ``rows[i]`` going to position ``at[i]`` (default ``i``): a caller reads
+        rows in file order yet fills its batch in its own order, without a gather copy.
+        """
         rows = np.asarray(rows, dtype=np.int64)
         n = len(rows)
-        crop = np.empty((n, CROP, CROP, 3), np.uint8)
-        flow = np.empty((n, 2, CROP, CROP), np.uint8)
-        mask = np.empty((n, CROP, CROP), np.uint8) if self.mask is not None else None
-        # One chunk per row; plain integer indexing measured faster than read_direct here.
-        for i, r in enumerate(rows.tolist()):
+        if n and (rows.min() < 0 or rows.max() >= self.rows):
+            raise IndexError(f"{self.path.name}: rows out of range 0..{self.rows - 1}")
+        at = np.arange(n) if at is None else np.asarray(at, dtype=np.int64)
+        if out is None:
+            out = (np.empty((n, CROP, CROP, 3), np.uint8), np.empty((n, 2, CROP, CROP), np.uint8),
+                   np.empty((n, CROP, CROP), np.uint8) if self.mask is not None else None)
+        crop, flow, mask = out
+        if self._direct is not None:
+            self._direct["crop"].read_into(rows, crop, at)
+            self._direct["flow"].read_into(rows, flow, at)
+            if mask is not None:
+                self._direct["mask"].read_into(rows, mask, at)
+            return crop, flow, mask
+        # Through h5py, one chunk per row; plain integer indexing measured faster than read_direct.
+        for i, r in zip(at.tolist(), rows.tolist()):
             crop[i] = self.crop[r]
             flow[i] = self.flow[r]
             if mask is not None:
@@ -345,6 +462,13 @@ class VideoStore:
 
     def close(self) -> None:
         self.h5.close()
+        self._direct = None
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a caller still holds a view; the map goes with it
+                pass
+            self._map = None
 
     def __enter__(self) -> "VideoStore":
         return self

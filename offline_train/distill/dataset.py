@@ -150,24 +150,28 @@ class FrameDataset(torch.utils.data.Dataset):
         """Images and targets of target rows ``rows``; ``prev`` reads each one's previous frame instead."""
         t = self.targets
         n = len(rows)
-        rgb = np.empty((n, 128, 128, 3), np.uint8)
-        flow = np.empty((n, 2, 128, 128), np.uint8)
-        mask: np.ndarray | None = None
         videos = t.video[rows]
         file_rows = t.prev_row[rows] if prev else t.row[rows]
-        for vi in np.unique(videos):
-            sel = np.flatnonzero(videos == vi)
-            order = sel[np.argsort(file_rows[sel], kind="stable")]
-            c, f, m = self._video(int(vi)).images(file_rows[order])
-            rgb[order], flow[order] = c, f
-            if m is not None:
-                if mask is None:
-                    mask = np.full((n, 128, 128), 255, np.uint8)
-                mask[order] = m
+        # Rows are read in (video, file row) order, each straight into its batch position
+        # (no gather copy). In a loader worker the batch lives in shared memory from the
+        # start, so handing it to the trainer copies nothing either.
+        order = np.lexsort((file_rows, videos))
+        rgb_t, flow_t = _empty((n, 128, 128, 3)), _empty((n, 2, 128, 128))
+        out_rgb, out_flow = rgb_t.numpy(), flow_t.numpy()
+        mask_t: torch.Tensor | None = None
+        sorted_videos = videos[order]
+        bounds = np.flatnonzero(np.diff(sorted_videos)) + 1
+        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, n]):
+            at = order[lo:hi]
+            video = self._video(int(sorted_videos[lo]))
+            if video.mask is not None and mask_t is None:
+                mask_t = _empty((n, 128, 128))
+                mask_t.fill_(255)  # rows of videos without a mask: all foreground
+            out_mask = mask_t.numpy() if video.mask is not None else None
+            video.images(file_rows[at], out=(out_rgb, out_flow, out_mask), at=at)
         target = np.concatenate([t.pose[rows], t.motion[rows]], axis=1)
         target_flipped = np.concatenate([t.pose_flip[rows], t.motion_flip[rows]], axis=1)
-        return {"rgb": torch.from_numpy(rgb), "flow": torch.from_numpy(flow),
-                "mask": None if mask is None else torch.from_numpy(mask),
+        return {"rgb": rgb_t, "flow": flow_t, "mask": mask_t,
                 "target": torch.from_numpy(target), "target_flipped": torch.from_numpy(target_flipped),
                 "motion_valid": torch.from_numpy(t.motion_valid[rows])}
 
@@ -175,6 +179,17 @@ class FrameDataset(torch.utils.data.Dataset):
         for video in self._open.values():
             video.close()
         self._open.clear()
+
+
+def _empty(shape: tuple[int, ...]) -> torch.Tensor:
+    """A uint8 tensor; in a DataLoader worker, allocated in shared memory (as the loader's
+    own collate does), so sending it to the trainer does not copy it into shared memory."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    numel = int(np.prod(shape))
+    proto = torch.empty(0, dtype=torch.uint8)
+    storage = proto._typed_storage()._new_shared(numel, device="cpu")
+    return proto.new(storage).view(shape)
 
 
 def whole_batch(batch: Any) -> Any:
