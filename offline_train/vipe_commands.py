@@ -36,6 +36,13 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _name_path(spec: str, option: str, example: str) -> tuple[str, str]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ConfigError(f"{option} takes NAME=PATH (e.g. {example}), got {spec!r}")
+    return name, path
+
+
 @click.command("train-vipe")
 @click.option("--data", type=click.Choice(["msr", "synthetic", "both"]), default="both", show_default=True,
               help="3D poses to train on: MSR Action3D (subjects 1-8), procedural poses, or both.")
@@ -75,7 +82,9 @@ def train_vipe(data: str, msr_dir: str | None, output: str, steps: int, batch_po
 @click.command("eval-vipe")
 @click.option("--model", "models", multiple=True, metavar="NAME=PATH",
               help="A VIPE* model to evaluate (repeatable); default: the committed one, named 'vipe'.")
-@click.option("--part", type=click.Choice(["all", "penn", "lunge"]), default="all", show_default=True)
+@click.option("--part", type=click.Choice(["all", "penn", "lunge", "students"]), default="all", show_default=True,
+              help="'students': the lunge table on a corpus store (--store) for the teachers and for distilled "
+                   "students' `vpd-stream embed` features (--features); not part of 'all'.")
 @click.option("--penn", "penn_dir", type=click.Path(file_okay=False), default=None,
               help="Penn Action folder (with labels/); default $VPD_DATA_DIR/penn_action.")
 @click.option("--videos", "videos_dir", type=click.Path(file_okay=False), default=None,
@@ -84,9 +93,16 @@ def train_vipe(data: str, msr_dir: str | None, output: str, steps: int, batch_po
               help="Keep every N-th Penn test clip (smoke runs; numbers not comparable).")
 @click.option("--cache", type=click.Path(file_okay=False), default=str(DEFAULT_CACHE), show_default=True,
               help="Where the lunge BlazePose keypoints and the Penn DTW costs are cached.")
+@click.option("--store", "store", type=click.Path(file_okay=False), default=None,
+              help="--part students: a corpus store holding lunge_cam01..04 (from `vpd-stream prepare`).")
+@click.option("--features", "features", multiple=True, metavar="NAME=DIR",
+              help="--part students: `vpd-stream embed` output on that store (repeatable), e.g. VI-VPD=feat/vi.")
+@click.option("--tolerance", type=int, default=None,
+              help="Instant-hit tolerance in frames (default: 3 for --part lunge, 2 for students at 30 fps).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the Markdown here too.")
 def eval_vipe(models: tuple[str, ...], part: str, penn_dir: str | None, videos_dir: str | None, subset: int,
-              cache: str, output: str | None) -> None:
+              cache: str, store: str | None, features: tuple[str, ...], tolerance: int | None,
+              output: str | None) -> None:
     """Penn Action NNS-DTW / few-shot / cross-view tables and the lunge view-invariance table."""
     import torch
 
@@ -95,12 +111,11 @@ def eval_vipe(models: tuple[str, ...], part: str, penn_dir: str | None, videos_d
     from .vipe import evaluate as ev
 
     torch.set_num_threads(1)
-    named: list[tuple[str, Path]] = []
-    for spec in models or (f"vipe={DEFAULT_WEIGHTS}",):
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise ConfigError(f"--model takes NAME=PATH (e.g. vipe=weights.safetensors), got {spec!r}")
-        named.append((name, Path(path)))
+    named = [(name, Path(path)) for name, path in (_name_path(s, "--model", "vipe=weights.safetensors")
+                                                   for s in models or (f"vipe={DEFAULT_WEIGHTS}",))]
+    feature_dirs = [_name_path(s, "--features", "VI-VPD=features/") for s in features]
+    if part == "students" and (store is None or not feature_dirs):
+        raise ConfigError("--part students needs --store STORE and at least one --features NAME=DIR")
     loaded = [(name, load_vipe(path)) for name, path in named]
     t0 = time.perf_counter()
     sections = ["Models: " + ", ".join(f"`{n}` = {p.name}" for n, p in named) + "."]
@@ -131,7 +146,28 @@ def eval_vipe(models: tuple[str, ...], part: str, penn_dir: str | None, videos_d
             f, ff, _ = ev.lunge_features(poses, model)
             rows.append(ev.view_invariance(name, f, valid))
             rows.append(ev.view_invariance(f"{name}, best of flip", f, valid, flipped=ff))
-        sections += ["### Four-camera lunges: view invariance", "", ev.lunge_markdown(rows, poses.shape[1], 3)]
+        sections += ["### Four-camera lunges: view invariance", "", ev.lunge_markdown(rows, poses.shape[1],
+                                                                                      tolerance or 3)]
+    if part == "students":
+        tol = tolerance if tolerance is not None else 2
+        lunges = ev.store_lunges(store)
+        valid = lunges.valid
+        rows = []
+
+        def add(name: str, f, ff) -> None:
+            rows.append((ev.view_invariance(name, f, valid, tol), f.shape[-1]))
+            rows.append((ev.view_invariance(f"{name}, best of flip", f, valid, tol, flipped=ff), f.shape[-1]))
+
+        f2d, f2d_flip, _ = ev.lunge_features(lunges.keypoints, None)
+        add("2D joints (teacher keypoints)", f2d, f2d_flip)
+        for name, model in loaded:
+            f, ff, _ = ev.lunge_features(lunges.keypoints, model)
+            add(f"VIPE* `{name}` (teacher keypoints)", f, ff)
+        for name, fdir in feature_dirs:
+            f, ff = ev.store_lunge_features(lunges, fdir)
+            add(name, f, ff)
+        sections += ["### Four-camera lunges from the corpus store: teachers and distilled students", "",
+                     ev.store_lunge_markdown(rows, lunges, tol)]
     sections.append(f"Evaluation took {time.perf_counter() - t0:.0f} s.")
     text = "\n".join(sections) + "\n"
     click.echo(text)

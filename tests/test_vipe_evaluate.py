@@ -84,3 +84,82 @@ def test_penn_evaluation_on_real_clips(data_dir):
     assert r2d.nns_top1 >= 0.5  # 2D joints on hand-annotated poses: far above 1/15 chance
     assert all(0.0 <= x <= 1.0 for x in (rv.nns_top1, rv.nns_top1_noflip, rv.fewshot[4][0]))
     assert rv.nns_top1 >= rv.nns_top1_noflip - 0.11  # one of ten queries may tie differently
+
+
+def _lunge_store(root, gaps: dict[int, set[int]]):
+    """lunge_cam01..04 in a corpus store, frames 3..14; camera c misses the frames in gaps[c]."""
+    from offline_train.benchmarks.distill import render, synthetic_flow, synthetic_keypoints
+    from offline_train.corpus.store import CorpusStore, VideoWriter
+    from vpd_stream.skeleton import pose_features
+
+    store = CorpusStore(root)
+    store.create()
+    for c in range(4):
+        name = f"lunge_cam0{c + 1}"
+        attrs = {"name": name, "source": f"synthetic://{name}", "fps": 30.0, "source_fps": 60.0, "width": 128,
+                 "height": 128, "teacher": "pose2d", "chain": ["synthetic"], "options": {}, "max_frames": -1}
+        writer = VideoWriter(store.video_path(name), attrs)
+        for t in range(3, 15):
+            writer.add_frame(t, t / 30.0, 2 * t)
+            if t in gaps.get(c, set()):
+                continue
+            kp = synthetic_keypoints(t, phase=0.3 * c)  # the same motion, a slightly different view
+            writer.add_row(frame=t, pts=t / 30.0, track_id=1, crop=render(kp, seed=t), flow=synthetic_flow(kp, kp),
+                           box=np.array([0, 0, 128, 128], np.float32), crop_box=np.array([0, 0, 128, 128], np.float32),
+                           keypoints=kp, pose=pose_features(kp), pose_score=float(kp[:, 2].mean()))
+        writer.commit()
+    return store
+
+
+def _write_features(store, out, fn):
+    """Feature files as `vpd-stream embed` writes them, with embedding = fn(camera, frame)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for c in range(4):
+        name = f"lunge_cam0{c + 1}"
+        with store.open(name) as v:
+            frames = np.asarray(v.arrays["frame"])
+        e = np.stack([fn(c, int(t)) for t in frames]).astype(np.float32)
+        np.savez(out / f"{name}.npz", embedding=e, embedding_flipped=-e, frame=frames, pts=frames / 30.0,
+                 track_id=np.ones(len(frames), np.int32), pose_score=np.ones(len(frames), np.float32))
+
+
+def test_store_lunges_align_cameras_by_frame_and_read_student_features(tmp_path):
+    store = _lunge_store(tmp_path / "store", gaps={1: {5, 6}, 3: {14}})
+    lunges = ev.store_lunges(tmp_path / "store")
+    assert lunges.frames.tolist() == list(range(3, 15)) and lunges.fps == 30.0
+    assert lunges.valid.sum() == 4 * 12 - 3 and not lunges.valid[1, 2:4].any() and not lunges.valid[3, -1]
+    assert np.isnan(lunges.keypoints[1, 2]).all() and np.isfinite(lunges.keypoints[lunges.valid]).all()
+    # A camera-independent feature of the instant: the views coincide, every instant is found.
+    onehot = lambda c, t: np.eye(16)[t]  # noqa: E731
+    _write_features(store, tmp_path / "inv", onehot)
+    f, ff = ev.store_lunge_features(lunges, tmp_path / "inv")
+    assert f.shape == (4, 12, 16)
+    np.testing.assert_array_equal(f[0, 0], np.eye(16)[3])
+    np.testing.assert_array_equal(f[1, 2], 0)  # a missed frame stays empty
+    r = ev.view_invariance("inv", f, lunges.valid, 2, flipped=ff)
+    assert r.across_views == 0.0 and r.instant_hit == 1.0 and r.median_error == 0
+    # Features of another store (other rows) are refused, not silently misaligned.
+    _write_features(_lunge_store(tmp_path / "other", gaps={}), tmp_path / "other_f", onehot)
+    with pytest.raises(ev.InputError, match="does not match"):
+        ev.store_lunge_features(lunges, tmp_path / "other_f")
+
+
+def test_eval_vipe_students_command(tmp_path):
+    from click.testing import CliRunner
+
+    from offline_train.vipe_commands import eval_vipe
+
+    store = _lunge_store(tmp_path / "store", gaps={2: {7}})
+    _write_features(store, tmp_path / "inv", lambda c, t: np.eye(16)[t])  # view-invariant
+    _write_features(store, tmp_path / "cam", lambda c, t: np.eye(16)[c] + 0.01 * t)  # only the camera
+    result = CliRunner().invoke(eval_vipe, ["--part", "students", "--store", str(tmp_path / "store"),
+                                            "--features", f"INV={tmp_path / 'inv'}", "--features",
+                                            f"CAM={tmp_path / 'cam'}", "-o", str(tmp_path / "t.md")])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "t.md").read_text()
+    assert "| INV | 16 | 0.000 |" in md and "| 100.0 | 0 |" in md
+    cam = next(line for line in md.splitlines() if line.startswith("| CAM | 16 |"))
+    assert float(cam.split("|")[5]) > 5  # views far apart, instants close: ratio ≫ 1
+    assert "2D joints (teacher keypoints)" in md and "VIPE* `vipe` (teacher keypoints)" in md
+    bad = CliRunner().invoke(eval_vipe, ["--part", "students", "--store", str(tmp_path / "store")])
+    assert bad.exit_code != 0 and "--features" in str(bad.exception or bad.output)

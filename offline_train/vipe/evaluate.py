@@ -298,3 +298,91 @@ def lunge_markdown(rows: list[ViewInvariance], n_frames: int, tolerance: int) ->
         lines.append(f"| {r.name} | {r.across_views:.3f} | {r.across_instants:.3f} | {r.ratio:.3f} | "
                      f"{100 * r.instant_hit:.1f} | {r.median_error:.0f} |")
     return "\n".join(lines) + "\n"
+
+
+# --- lunges from a prepared corpus: teachers and distilled students on the same rows ------
+
+@dataclass
+class StoreLunges:
+    """The four lunge cameras as a corpus store holds them: per camera, per output frame,
+    the athlete row (or none). ``frames`` are the store's output frame indices (same
+    instant in every camera: the videos are synchronised and prepared at one rate)."""
+
+    frames: np.ndarray  # (T,) frame indices
+    rows: np.ndarray  # (C, T) store row of that camera's athlete at that frame, −1 if none
+    keypoints: np.ndarray  # (C, T, 13, 3) the teacher's keypoints (NaN where no row)
+    fps: float
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.rows >= 0
+
+
+def store_lunges(store_path: str | Path) -> StoreLunges:
+    """Align lunge_cam01..04 of a corpus store by output frame index."""
+    from offline_train.corpus.store import open_store
+
+    store = open_store(store_path)
+    names = [Path(f).stem for f in LUNGE_FILES]
+    missing = [n for n in names if n not in store.complete_videos()]
+    if missing:
+        raise InputError(f"{store_path}: the corpus has no complete {', '.join(missing)}; prepare all four "
+                         "lunge_cam0*.mp4 into it")
+    arrays, fps = [], set()
+    for n in names:
+        with store.open(n) as v:
+            arrays.append({k: np.asarray(v.arrays[k]) for k in ("frame", "keypoints", "pose_score")})
+            fps.add(float(v.attrs().get("fps") or 0.0))
+    if len(fps) != 1:
+        raise InputError(f"{store_path}: the lunge videos were prepared at different rates ({sorted(fps)})")
+    lo = min(int(a["frame"].min()) for a in arrays if len(a["frame"]))
+    hi = max(int(a["frame"].max()) for a in arrays if len(a["frame"]))
+    frames = np.arange(lo, hi + 1)
+    rows = np.full((len(names), len(frames)), -1, np.int64)
+    kps = np.full((len(names), len(frames), 13, 3), np.nan, np.float32)
+    for c, a in enumerate(arrays):
+        # One athlete per frame; if a frame has several rows, the most confident pose wins.
+        for r in np.argsort(a["pose_score"], kind="stable"):
+            t = int(a["frame"][r]) - lo
+            rows[c, t] = r
+            kps[c, t] = a["keypoints"][r]
+    return StoreLunges(frames, rows, kps, fps.pop())
+
+
+def store_lunge_features(lunges: StoreLunges, features_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(C, T, d) embeddings and flipped embeddings from ``vpd-stream embed`` output, on the
+    rows of ``lunges`` (zeros where a camera has no row)."""
+    from offline_train.embed import load_features
+
+    names = [Path(f).stem for f in LUNGE_FILES]
+    feats, flipped = [], []
+    for c, n in enumerate(names):
+        path = Path(features_dir) / f"{n}.npz"
+        if not path.is_file():
+            raise InputError(f"{path} not found; run `vpd-stream embed STORE --out {features_dir}` on the same store")
+        f = load_features(path)
+        ok = lunges.rows[c] >= 0
+        if len(f["frame"]) <= lunges.rows[c].max() or not np.array_equal(
+                f["frame"][lunges.rows[c][ok]], lunges.frames[ok]):
+            raise InputError(f"{path} does not match the corpus store's rows; re-run `vpd-stream embed` on it")
+        e = np.zeros((len(lunges.frames), f["embedding"].shape[1]), np.float32)
+        ef = np.zeros_like(e)
+        e[ok], ef[ok] = f["embedding"][lunges.rows[c][ok]], f["embedding_flipped"][lunges.rows[c][ok]]
+        feats.append(e)
+        flipped.append(ef)
+    return np.stack(feats), np.stack(flipped)
+
+
+def store_lunge_markdown(rows: list[tuple[ViewInvariance, int]], lunges: StoreLunges, tolerance: int) -> str:
+    n = int(lunges.valid.sum())
+    lines = [f"The four lunge cameras as the corpus store holds them ({len(lunges.frames)} instants at "
+             f"{lunges.fps:g} fps, {n} athlete rows over the 4 cameras). Every feature is measured on the same rows: "
+             "the store's teacher keypoints for 2D joints and VIPE*, `vpd-stream embed` features for the students "
+             "(their flipped features: the student on the mirrored crop). Same metric as the table above; *instant "
+             f"hit*: within ±{tolerance} frames ({1000 * tolerance / lunges.fps:.0f} ms).", "",
+             "| features | d | across views | across instants | ratio | instant hit (%) | median error (frames) |",
+             "|---|---|---|---|---|---|---|"]
+    for r, d in rows:
+        lines.append(f"| {r.name} | {d} | {r.across_views:.3f} | {r.across_instants:.3f} | {r.ratio:.3f} | "
+                     f"{100 * r.instant_hit:.1f} | {r.median_error:.0f} |")
+    return "\n".join(lines) + "\n"
