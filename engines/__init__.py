@@ -53,7 +53,7 @@ def run_chunked(engine: Engine, inputs: dict[str, np.ndarray]) -> dict[str, np.n
         out = engine.run({k: v[start:start + engine.max_batch] for k, v in inputs.items()})
         for name, value in out.items():
             parts.setdefault(name, []).append(value)
-    return {name: np.concatenate(values) for name, values in parts.items()}
+    return {name: np.concatenate(values, axis=engine.batch_axis(name)) for name, values in parts.items()}
 
 
 __all__ = ["BACKENDS", "Engine", "create_engine", "run_chunked"]

@@ -10,7 +10,8 @@ class Engine(ABC):
     """Runs one network: named numpy inputs in, named numpy outputs out.
 
     ``max_batch`` is the largest leading dimension ``run`` accepts; callers split larger
-    batches. ``precision`` is one of fp32, bf16, fp16, int8.
+    batches. ``precision`` is one of fp32, bf16, fp16, int8. Inputs carry the batch on axis 0;
+    outputs on ``batch_axis(name)`` (0 unless a backend knows better).
     """
 
     backend: str = ""
@@ -27,6 +28,10 @@ class Engine(ABC):
     @property
     @abstractmethod
     def output_names(self) -> list[str]: ...
+
+    def batch_axis(self, output: str) -> int:
+        """The axis of ``output`` that indexes the batch."""
+        return 0
 
     @abstractmethod
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...

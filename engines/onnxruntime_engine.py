@@ -1,8 +1,11 @@
 """The ONNX Runtime engine: the CPU default (CUDA execution provider when asked and present).
 
-Graph optimizations are all on. Outputs whose shape is known apart from the batch axis are
-written through IO binding into buffers preallocated for ``max_batch`` rows (no per-call
-allocation); ``run`` returns copies of the rows it filled, never views of those buffers.
+Graph optimizations are all on. Inputs carry the batch on axis 0 (the engine contract); each
+output's batch axis is read from the ONNX graph: the axis whose symbolic dimension is the
+inputs' batch symbol (``batch`` in our exports), so an output laid out as (d, batch) is
+handled as such. Outputs whose shape is known apart from the batch axis are written through
+IO binding into buffers preallocated for ``max_batch`` (no per-call allocation); ``run``
+returns copies of what it filled, never views of those buffers.
 """
 from __future__ import annotations
 
@@ -49,13 +52,27 @@ class OnnxRuntimeEngine(Engine):
         self._ort = ort
         self._inputs = {i.name: _NP_TYPES.get(i.type) for i in self.session.get_inputs()}
         self._outputs = self.session.get_outputs()
+        self.output_batch_axes = output_batch_axes(self.session, self.model_path)
         # Preallocate outputs whose non-batch dims are static; others fall back to session.run.
         self.output_buffers: dict[str, np.ndarray] = {}
         for out in self._outputs:
-            dims = out.shape[1:]
-            if all(isinstance(d, int) for d in dims) and out.type in _NP_TYPES:
-                self.output_buffers[out.name] = np.empty((max_batch, *dims), _NP_TYPES[out.type])
+            axis = self.output_batch_axes[out.name]
+            dims = [d for i, d in enumerate(out.shape) if i != axis]
+            if axis is not None and all(isinstance(d, int) for d in dims) and out.type in _NP_TYPES:
+                dims.insert(axis, max_batch)
+                self.output_buffers[out.name] = np.empty(dims, _NP_TYPES[out.type])
         self._bound = len(self.output_buffers) == len(self._outputs) and not device.startswith("cuda")
+
+    def batch_axis(self, output: str) -> int:
+        axis = self.output_batch_axes[output]
+        return 0 if axis is None else axis
+
+    def _filled(self, name: str, batch: int) -> np.ndarray:
+        """The C-contiguous leading part of ``name``'s buffer shaped for ``batch`` items."""
+        buf = self.output_buffers[name]
+        axis = self.output_batch_axes[name]
+        shape = buf.shape[:axis] + (batch,) + buf.shape[axis + 1:]
+        return buf.reshape(-1)[:int(np.prod(shape))].reshape(shape)
 
     @property
     def input_names(self) -> list[str]:
@@ -85,8 +102,33 @@ class OnnxRuntimeEngine(Engine):
         binding = self.session.io_binding()
         for name, array in feeds.items():
             binding.bind_cpu_input(name, array)
-        for name, buf in self.output_buffers.items():
-            view = buf[:batch]  # leading rows of a C-contiguous buffer: contiguous, shares memory
+        views = {name: self._filled(name, batch) for name in self.output_buffers}
+        for name, view in views.items():  # leading elements of a C-contiguous buffer: shares memory
             binding.bind_output(name, "cpu", 0, view.dtype.type, list(view.shape), view.ctypes.data)
         self.session.run_with_iobinding(binding)
-        return {name: buf[:batch].copy() for name, buf in self.output_buffers.items()}
+        return {name: view.copy() for name, view in views.items()}
+
+
+def output_batch_axes(session, model_path: Path) -> dict[str, int | None]:
+    """Each output's batch axis, from the graph's symbolic dimensions (None: not known).
+
+    The batch symbols are those on axis 0 of the inputs. An output's batch axis is where one
+    of them appears. A fully static output (a fixed-batch model) has it on axis 0. An output
+    with other dynamic dimensions only (say a detector's number of boxes) has no known batch
+    axis: it is not preallocated, and batches are joined on axis 0.
+    """
+    symbols = {i.shape[0] for i in session.get_inputs() if i.shape and isinstance(i.shape[0], str)}
+    axes: dict[str, int | None] = {}
+    for out in session.get_outputs():
+        shape = list(out.shape or [])
+        named = [i for i, d in enumerate(shape) if isinstance(d, str) and d in symbols]
+        if len(named) > 1:
+            raise ModelError(f"ONNX model {model_path}: output '{out.name}' of shape {shape} has the batch "
+                             "dimension more than once; the engine cannot tell which axis indexes the batch")
+        if named:
+            axes[out.name] = named[0]
+        elif shape and all(isinstance(d, int) for d in shape):
+            axes[out.name] = 0
+        else:
+            axes[out.name] = None
+    return axes

@@ -105,6 +105,63 @@ def test_max_batch_is_enforced_and_run_chunked_splits(student, onnx_file) -> Non
     assert rel(whole, run_chunked(ort, x)["embedding"]) <= 1e-4
 
 
+def _batch_in_the_middle_onnx(path: Path) -> Path:
+    """x (batch, 3, 2) → t = x transposed to (3, batch, 2), y = 2x (batch, 3, 2)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+         helper.make_node("Add", ["x", "x"], ["y"])], "middle",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 2])],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [3, "batch", 2]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnxruntime_output_batch_axis_comes_from_the_graph(tmp_path) -> None:
+    path = _batch_in_the_middle_onnx(tmp_path / "middle.onnx")
+    engine = OnnxRuntimeEngine(path, max_batch=5, threads=1)
+    assert engine.output_batch_axes == {"t": 1, "y": 0}
+    assert engine.output_buffers["t"].shape == (3, 5, 2) and engine._bound
+    rng = np.random.default_rng()
+    engine.run({"x": rng.normal(size=(5, 3, 2)).astype(np.float32)})  # fill, then poison
+    for buf in engine.output_buffers.values():
+        buf.fill(np.nan)
+    for n in (1, 2, 5):
+        x = rng.normal(size=(n, 3, 2)).astype(np.float32)
+        out = engine.run({"x": x})
+        assert out["t"].shape == (3, n, 2) and np.array_equal(out["t"], x.transpose(1, 0, 2))
+        assert np.array_equal(out["y"], 2 * x)
+    # run_chunked joins each output along its own batch axis
+    small = OnnxRuntimeEngine(path, max_batch=2, threads=1)
+    x = rng.normal(size=(7, 3, 2)).astype(np.float32)
+    out = run_chunked(small, {"x": x})
+    assert np.array_equal(out["t"], x.transpose(1, 0, 2)) and np.array_equal(out["y"], 2 * x)
+
+
+def test_onnxruntime_output_without_a_batch_axis_is_not_preallocated(tmp_path) -> None:
+    """An output whose only dynamic dimension is not the batch (a count) runs unbound."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Identity", ["x"], ["same"])], "nz",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("nz", TensorProto.INT64, [2, "count"]),
+         helper.make_tensor_value_info("same", TensorProto.FLOAT, ["batch", 4])])
+    path = tmp_path / "nz.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    engine = OnnxRuntimeEngine(path, max_batch=3, threads=1)
+    assert engine.output_batch_axes == {"nz": None, "same": 0} and not engine._bound
+    x = np.array([[0, 1, 0, 2], [3, 0, 0, 0]], np.float32)
+    out = engine.run({"x": x})
+    assert np.array_equal(out["nz"], np.stack(np.nonzero(x))) and np.array_equal(out["same"], x)
+
+
 def test_torch_engine_generic_module_names_from_signature() -> None:
     class Add(torch.nn.Module):
         def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
