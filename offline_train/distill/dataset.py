@@ -92,8 +92,8 @@ class DistillData:
     def dim(self) -> int:
         return int(self.targets.pose.shape[1])
 
-    def subset(self, idx: np.ndarray) -> "FrameDataset":
-        return FrameDataset(self.paths, self.targets, idx)
+    def subset(self, idx: np.ndarray, direct: bool = True) -> "FrameDataset":
+        return FrameDataset(self.paths, self.targets, idx, direct=direct)
 
     def target_mean(self) -> np.ndarray:
         """The trivial predictor: the training mean of [p_t, Δp] (Δp over rows that have one)."""
@@ -119,10 +119,11 @@ class DistillData:
 class FrameDataset(torch.utils.data.Dataset):
     """Rows ``idx`` (into ``Targets``) → batches of uint8 images and float targets."""
 
-    def __init__(self, paths: list[str], targets: Targets, idx: np.ndarray) -> None:
+    def __init__(self, paths: list[str], targets: Targets, idx: np.ndarray, direct: bool = True) -> None:
         self.paths = paths
         self.targets = targets
         self.idx = np.asarray(idx, dtype=np.int64)
+        self.direct = direct  # False: image rows through h5py (for comparison; same values)
         self._open: dict[int, VideoStore] = {}
 
     def __len__(self) -> int:
@@ -135,7 +136,7 @@ class FrameDataset(torch.utils.data.Dataset):
 
     def _video(self, vi: int) -> VideoStore:
         if vi not in self._open:
-            self._open[vi] = VideoStore(self.paths[vi])
+            self._open[vi] = VideoStore(self.paths[vi], direct=self.direct)
         return self._open[vi]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
