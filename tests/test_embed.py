@@ -151,12 +151,25 @@ def _real_chain_available() -> bool:
     return all(importlib.util.find_spec(f"plugins.{n}") is not None for n in ("tracker", "pose", "crop", "flow"))
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not _real_chain_available(), reason="the tracker/pose/crop/flow plugins are not installed yet")
-def test_embed_equals_the_live_pipeline_on_real_video(corpus, tmp_path, videos_dir):
-    """prepare → embed, against `run` with tracker,crop,flow,student on the same file and engine."""
+@pytest.fixture(scope="module")
+def real_store(videos_dir, tmp_path_factory):
+    """lunge_cam01, first 10 frames at 25 fps, through the real prepare chain (one per module)."""
     from offline_train.corpus.parallel import prepare_corpus
     from offline_train.corpus.prepare import PrepareSettings
+
+    root = tmp_path_factory.mktemp("real")
+    video = str(videos_dir / "lunge_cam01.mp4")
+    summary = prepare_corpus([video], str(root / "s"), PrepareSettings(fps=25.0, max_frames=10), progress=False)
+    assert not summary.failed, summary.lines()
+    return video, root / "s", 10
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _real_chain_available(), reason="the tracker/pose/crop/flow plugins are not installed yet")
+@pytest.mark.parametrize("students", ["2d-vpd", "vi-vpd", "concat"])
+def test_embed_equals_the_live_pipeline_on_real_video(corpus, second_student, real_store, students, tmp_path):
+    """prepare → embed, against `run` with tracker,crop,flow,student on the same file and engine:
+    a 26-d (2D-VPD-shaped) student, a 32-d VI-VPD-shaped one, and the two concatenated."""
     from vpd_stream.cli import build_plugins
     from vpd_stream.config import config_from_dict
     from vpd_stream.pipeline import Pipeline
@@ -164,14 +177,14 @@ def test_embed_equals_the_live_pipeline_on_real_video(corpus, tmp_path, videos_d
     from vpd_stream.sources import VideoSource
 
     _, model, root = corpus
-    video = str(videos_dir / "lunge_cam01.mp4")
-    frames = 10
-    summary = prepare_corpus([video], str(tmp_path / "s"), PrepareSettings(fps=25.0, max_frames=frames), progress=False)
-    assert not summary.failed, summary.lines()
-    embed_store(EmbedOptions(store=str(tmp_path / "s"), model=str(model), out=str(tmp_path / "f"), engine="onnxruntime",
-                             cache_dir=str(root / "cache"), progress=False))
+    video, store, frames = real_store
+    options = {"2d-vpd": {"model": str(model)}, "vi-vpd": {"model": str(second_student)},
+               "concat": {"model": str(model), "concat": str(second_student)}}[students]
+    dim = {"2d-vpd": 26, "vi-vpd": 32, "concat": 58}[students]
+    embed_store(EmbedOptions(store=str(store), out=str(tmp_path / "f"), engine="onnxruntime",
+                             cache_dir=str(root / "cache"), progress=False, **options))
     feats = load_features(tmp_path / "f" / "lunge_cam01.npz")
-    assert len(feats["frame"]) >= frames - 3
+    assert len(feats["frame"]) >= frames - 3 and feats["embedding"].shape[1] == dim
 
     class Collect(Sink):
         def __init__(self):
@@ -182,12 +195,13 @@ def test_embed_equals_the_live_pipeline_on_real_video(corpus, tmp_path, videos_d
                 self.by_key[(frame.index, tid)] = e
 
     config = config_from_dict({"pipeline": {"chain": ["tracker", "crop", "flow", "student"]},
-                               "plugins": {"student": {"model": str(model), "cache_dir": str(root / "cache")}}})
+                               "plugins": {"student": {**options, "cache_dir": str(root / "cache")}}})
     sink = Collect()
     Pipeline([VideoSource(video, "lunge_cam01", target_fps=25.0, max_frames=frames)], build_plugins(config), [sink],
              context=PluginContext(engine="onnxruntime", target_fps=25.0)).run()
     assert len(sink.by_key) == len(feats["frame"])
     for i, (f, tid) in enumerate(zip(feats["frame"].tolist(), feats["track_id"].tolist())):
         live = sink.by_key[(f, tid)]
+        assert live.vector.shape == (dim,)
         np.testing.assert_allclose(feats["embedding"][i], live.vector, atol=1e-4, rtol=0)
         np.testing.assert_allclose(feats["embedding_flipped"][i], live.flipped, atol=1e-4, rtol=0)
