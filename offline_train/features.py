@@ -1,10 +1,15 @@
-"""Per-frame feature sequences for the heads: normalized 2D joints now, others later.
+"""Per-frame feature sequences for the heads: normalized 2D joints, and VIPE* embeddings.
 
-A feature set maps a clip to a (T, d) float32 sequence and says how to flip it.
+A feature set maps a clip to a (T, d) float32 sequence and says how to flip it: either a
+function of the features (``flip``: a signed permutation for 2D joints, an isometry) or,
+for a learned embedding, a second extractor (``extract_flipped``: the embedding of the
+mirrored pose), whose output is no function of the plain features. ``offline_train.nns``
+uses the exact four-way flip search for the latter.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -20,15 +25,47 @@ class FeatureSet:
     name: str
     dim: int
     extract: Callable[[PennClip], np.ndarray]  # clip -> (T, dim) float32
-    flip: Callable[[np.ndarray], np.ndarray]  # (T, dim) -> (T, dim) horizontally flipped
+    flip: Callable[[np.ndarray], np.ndarray]  # (T, dim) -> (T, dim) horizontally flipped (isometric flips)
+    extract_flipped: Callable[[PennClip], np.ndarray] | None = None  # clip -> (T, dim) of the mirrored clip
+
+    def flipped(self, clip: PennClip) -> np.ndarray:
+        """The features of the horizontally mirrored clip."""
+        if self.extract_flipped is not None:
+            return self.extract_flipped(clip)
+        return self.flip(self.extract(clip))
 
 
 def _pose2d(clip: PennClip) -> np.ndarray:
     return normalize_joints(clip.keypoints[..., :2])
 
 
+@lru_cache(maxsize=1)
+def _vipe_model():
+    from vpd_stream.models.vipe import load_vipe
+
+    return load_vipe()  # the committed default VIPE*
+
+
+def _vipe(clip: PennClip) -> np.ndarray:
+    from vpd_stream.models.vipe import embed_poses
+
+    return embed_poses(_vipe_model(), clip.keypoints)  # Penn's visibility flags are the joint scores
+
+
+def _vipe_flipped(clip: PennClip) -> np.ndarray:
+    from vpd_stream.models.vipe import embed_poses
+
+    return embed_poses(_vipe_model(), clip.keypoints, flip=True)
+
+
+def _no_feature_flip(features: np.ndarray) -> np.ndarray:
+    raise ConfigError(f"{features.shape[-1]}-d VIPE* features have no feature-space flip: the flipped sequence is "
+                      "the embedding of the mirrored pose (FeatureSet.flipped / offline_train.nns.feature_set_costs)")
+
+
 FEATURE_SETS: dict[str, FeatureSet] = {
     "pose2d": FeatureSet("pose2d", 26, _pose2d, flip_features),
+    "vipe": FeatureSet("vipe", 32, _vipe, _no_feature_flip, _vipe_flipped),
 }
 
 

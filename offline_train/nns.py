@@ -1,8 +1,14 @@
 """Nearest-neighbour search with DTW: every flip combination, the lowest cost wins.
 
-Flipping is a signed permutation of the features, an isometry that commutes with L2
-normalization, so cost(flip q, flip x) == cost(q, x): two of the four combinations
-suffice (q vs x, flip q vs x) and give exactly the four-way minimum.
+Two protocols, one definition (the lowest cost over q/flip q against x/flip x):
+
+* features whose flip is a signed permutation (normalized 2D joints): the flip is an
+  isometry that commutes with L2 normalization, so cost(flip q, flip x) == cost(q, x) and
+  two of the four combinations (q vs x, flip q vs x) give exactly the four-way minimum
+  (``flip_min_costs``);
+* learned embeddings (VIPE*, the distilled students): the flipped sequence is the
+  embedding of the mirrored pose or crop, not a function of the features, and no two
+  combinations are equal in general, so all four are computed (``exact_flip_min_costs``).
 """
 from __future__ import annotations
 
@@ -15,12 +21,36 @@ from vpd_stream.dtw import DtwIndex
 
 def flip_min_costs(queries: list[np.ndarray], index: list[np.ndarray],
                    flip: Callable | None) -> np.ndarray:
-    """(Q, N) lowest DTW cost over flip combinations."""
+    """(Q, N) lowest DTW cost over flip combinations, for an isometric feature-space ``flip``."""
     idx = DtwIndex(index)
     costs = idx.cost_matrix(queries)
     if flip is not None:
         costs = np.minimum(costs, idx.cost_matrix([flip(q) for q in queries]))
     return costs
+
+
+def exact_flip_min_costs(queries: list[np.ndarray], queries_flipped: list[np.ndarray],
+                         index: list[np.ndarray], index_flipped: list[np.ndarray]) -> np.ndarray:
+    """(Q, N) lowest DTW cost over all four of (q | flip q) × (x | flip x), the flipped
+    sequences given (for features whose flip is not an isometry of the feature space)."""
+    if len(queries_flipped) != len(queries) or len(index_flipped) != len(index):
+        raise ValueError("every query and index sequence needs its flipped counterpart")
+    both = list(queries) + list(queries_flipped)
+    q = len(queries)
+    plain = DtwIndex(index).cost_matrix(both)
+    mirrored = DtwIndex(index_flipped).cost_matrix(both)
+    return np.minimum.reduce([plain[:q], plain[q:], mirrored[:q], mirrored[q:]])
+
+
+def feature_set_costs(fs, queries: list, index: list) -> np.ndarray:
+    """(Q, N) NNS-DTW costs of ``queries`` against ``index`` clips with a
+    ``offline_train.features.FeatureSet``, with the exact flip protocol for its kind."""
+    q = [fs.extract(c) for c in queries]
+    x = [fs.extract(c) for c in index]
+    if fs.extract_flipped is None:
+        return flip_min_costs(q, x, fs.flip)
+    return exact_flip_min_costs(q, [fs.extract_flipped(c) for c in queries], x,
+                                [fs.extract_flipped(c) for c in index])
 
 
 def nns_predict(costs: np.ndarray, index_labels: np.ndarray) -> np.ndarray:

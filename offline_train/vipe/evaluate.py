@@ -6,11 +6,12 @@ P@k, and cross-view retrieval (queries: test clips of one view; corpus: train cl
 other views). One cost matrix (test × train, lowest over every flip combination) per
 feature set gives all of them.
 
-Flips: as in offline_train/nns.py, the cost of a pair is the lower of (q, x) and
-(flip q, x). For normalized joints that equals the minimum over all four combinations
-(the flip is an isometry); for VIPE* the flipped sequence is the embedding of the
-mirrored poses, and the same two combinations keep the protocol (and the cost: ~5 min of
-DTW per feature set on 2 shared cores) identical for both.
+Flips: as in offline_train/nns.py, the cost of a pair is the lowest over the four
+combinations of (q | flip q) × (x | flip x). For normalized joints the flip is an isometry,
+so (q, x) and (flip q, x) already give it exactly; for VIPE* the flipped sequence is the
+embedding of the mirrored poses (``embed_poses(..., flip=True)``), not a function of the
+embedding, so all four combinations are computed (``FlipCosts.best``). The two-way
+figure (``best_query_flip``: the lower of (q, x) and (flip q, x)) is kept for comparison.
 
 Lunges: the four synchronised cameras see the same instant; a view-invariant feature puts
 the four views of an instant closer together than two instants of one view.
@@ -44,11 +45,12 @@ class SeqFeatures:
     name: str
     seqs: list[np.ndarray]
     flipped: list[np.ndarray]
+    isometric_flip: bool = False  # flip is a signed permutation of the features (2D joints)
 
 
 def pose2d_sequences(clips: list[PennClip]) -> SeqFeatures:
     seqs = [normalize_joints(c.keypoints[..., :2]) for c in clips]
-    return SeqFeatures("pose2d", seqs, [flip_features(s) for s in seqs])
+    return SeqFeatures("pose2d", seqs, [flip_features(s) for s in seqs], isometric_flip=True)
 
 
 def vipe_sequences(model: Vipe, clips: list[PennClip], name: str = "vipe",
@@ -65,20 +67,37 @@ def vipe_sequences(model: Vipe, clips: list[PennClip], name: str = "vipe",
 @dataclass
 class FlipCosts:
     plain: np.ndarray  # (Q, N) cost(q, x)
-    best: np.ndarray  # (Q, N) lower of cost(q, x) and cost(flip q, x)
+    best: np.ndarray  # (Q, N) lowest over (q | flip q) × (x | flip x)
+    best_query_flip: np.ndarray | None = None  # (Q, N) lower of cost(q, x) and cost(flip q, x)
 
 
 def flip_costs(queries: SeqFeatures, index: SeqFeatures, cache: Path | None = None) -> FlipCosts:
-    """DTW costs of every query against every index clip; cached in ``cache`` (.npz)."""
-    if cache is not None and cache.is_file():
-        z = np.load(cache)
-        return FlipCosts(plain=z["plain"], best=z["best"])
-    idx = DtwIndex(index.seqs)
-    c = idx.cost_matrix(queries.seqs)
-    costs = FlipCosts(plain=c, best=np.minimum(c, idx.cost_matrix(queries.flipped)))
+    """DTW costs of every query against every index clip; cached in ``cache`` (.npz).
+
+    The four-way minimum needs the index's flipped sequences unless the flip is an
+    isometry; without them (``index.flipped`` empty) ``best`` is the two-way figure. A
+    cache written by the two-way version (no ``protocol``) is completed, not recomputed.
+    """
+    exact = not (queries.isometric_flip and index.isometric_flip) and len(index.flipped) == len(index.seqs)
+    protocol = "flip4" if exact else "flip2"
+    z = dict(np.load(cache)) if cache is not None and cache.is_file() else {}
+    if z and str(z.get("protocol", "flip2")) == protocol:
+        return FlipCosts(plain=z["plain"], best=z["best"], best_query_flip=z.get("best_query_flip", z["best"]))
+    if z:  # a two-way cache: (q, x) and (flip q, x) are in it
+        plain, two = z["plain"], z.get("best_query_flip", z["best"])
+    else:
+        idx = DtwIndex(index.seqs)
+        plain = idx.cost_matrix(queries.seqs)
+        two = np.minimum(plain, idx.cost_matrix(queries.flipped))
+    best = two
+    if exact:
+        mirrored = DtwIndex(index.flipped).cost_matrix(list(queries.seqs) + list(queries.flipped))
+        q = len(queries.seqs)
+        best = np.minimum.reduce([two, mirrored[:q], mirrored[q:]])
+    costs = FlipCosts(plain=plain, best=best, best_query_flip=two)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(cache, plain=costs.plain, best=costs.best)
+        np.savez_compressed(cache, plain=plain, best=best, best_query_flip=two, protocol=protocol)
     return costs
 
 
@@ -87,6 +106,7 @@ class PennResult:
     name: str
     nns_top1: float
     nns_top1_noflip: float
+    nns_top1_query_flip: float  # the two-way search: lower of (q, x) and (flip q, x)
     fewshot: dict[int, list[float]]  # k -> top-1 per split
     retrieval: dict[int, float]
     cross_view: dict[str, tuple[int, dict[int, float]]]  # query view -> (queries, P@k)
@@ -132,6 +152,7 @@ def penn_evaluate(train: list[PennClip], test: list[PennClip], tr: SeqFeatures, 
         name=te.name,
         nns_top1=float((ytr[np.argmin(costs.best, axis=1)] == yte).mean()),
         nns_top1_noflip=float((ytr[np.argmin(costs.plain, axis=1)] == yte).mean()),
+        nns_top1_query_flip=float((ytr[np.argmin(costs.best_query_flip, axis=1)] == yte).mean()),
         fewshot=fewshot,
         retrieval=precision_at_k(costs.best, yte, ytr),
         cross_view=_cross_view(costs.best, yte, ytr, vte, vtr),
@@ -156,14 +177,17 @@ def _pct(x: float | None) -> str:
 def penn_markdown(results: list[PennResult], n_train: int, n_test: int) -> str:
     ks = sorted(results[0].fewshot)
     lines = [f"Penn Action, hand-annotated 2D poses at 25 fps, official split: {n_train} train / {n_test} test "
-             "clips. NNS-DTW: symmetricP2 on unit-normalized per-frame features, lower cost of "
-             "(q, x) and (flipped q, x) (no-flip: the clips as they are).", "",
+             "clips. NNS-DTW: symmetricP2 on unit-normalized per-frame features, lowest cost over "
+             "(q | flipped q) × (x | flipped x), the flipped sequence of an embedding being the embedding of "
+             "the mirrored poses (query flip only: lower of (q, x) and (flipped q, x), the same for 2D joints; "
+             "no-flip: the clips as they are).", "",
              "#### NNS-DTW top-1, full training set", "",
-             "| features | top-1 (%) | top-1 without flips (%) |", "|---|---|---|"]
+             "| features | top-1 (%) | top-1, query flip only (%) | top-1 without flips (%) |", "|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.name} (this run) | {_pct(r.nns_top1)} | {_pct(r.nns_top1_noflip)} |")
+        lines.append(f"| {r.name} (this run) | {_pct(r.nns_top1)} | {_pct(r.nns_top1_query_flip)} | "
+                     f"{_pct(r.nns_top1_noflip)} |")
     for name, v in PAPER.items():
-        lines.append(f"| {name} | {v} | |")
+        lines.append(f"| {name} | {v} | | |")
     lines += ["", "#### Few-shot NNS-DTW top-1 (%, mean ± std over the fixed splits in offline_train/splits/)", "",
               "| features | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
     for r in results:
