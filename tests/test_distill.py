@@ -280,3 +280,36 @@ def test_loader_workers_deliver_the_in_process_batches(store):
             assert torch.equal(batch[key], want[key]), key
     assert k == 2
     ds.close()
+
+
+@pytest.mark.slow
+def test_validation_report_matches_the_training_figures(store, tmp_path):
+    """The per-frame report agrees with distill's own validation sums and the two-frame Δp."""
+    from offline_train.distill.report import per_frame_errors, summarize, teacher_swaps
+    from offline_train.distill.train import motion_error_from_pairs
+
+    torch.set_num_threads(2)
+    kw = dict(store=str(store), epochs=1, epoch_size=2, batch_size=2, loader_workers=0,
+              architecture="resnet18", progress=False)
+    m = distill(DistillOptions(out=str(tmp_path / "m.safetensors"), **kw))
+    n = distill(DistillOptions(out=str(tmp_path / "n.safetensors"), motion=False, **kw))
+    data = DistillData(store, threshold=0.5, val_fraction=0.2, seed=0)
+    s = summarize(per_frame_errors(data, tmp_path / "m.safetensors", tmp_path / "n.safetensors"))
+    assert s["val_frames"] == m["val_frames_evaluated"] == len(data.val_idx)
+    assert s["trivial"]["pose"] == pytest.approx(m["trivial"]["pose"], rel=1e-5)
+    assert s["trivial"]["motion"] == pytest.approx(m["trivial"]["motion"], rel=1e-5)
+    assert s["motion"]["pose"] == pytest.approx(m["best"]["val_pose"], rel=1e-4)
+    assert s["motion"]["motion"] == pytest.approx(m["best"]["val_motion"], rel=1e-4)
+    assert s["nomotion"]["pose"] == pytest.approx(n["best"]["val_pose"], rel=1e-4)
+    pairs = motion_error_from_pairs(str(tmp_path / "n.safetensors"), data, data.val_idx)
+    assert s["nomotion"]["motion"] == pytest.approx(pairs, rel=1e-4)
+    assert s["teacher_swaps"] == 0  # the synthetic figure never swaps sides
+    # a frame whose pose is the previous one with left and right exchanged is flagged, alone
+    t = data.targets
+    i = int(np.flatnonzero(t.motion_valid)[3])
+    prev = (t.pose[i] - t.motion[i]).reshape(13, 2)
+    from vpd_stream.skeleton import FLIP_PERM
+
+    t.pose[i] = prev[FLIP_PERM].reshape(-1)
+    t.motion[i] = t.pose[i] - prev.reshape(-1)
+    assert np.flatnonzero(teacher_swaps(data, np.arange(len(t.row)))).tolist() == [i]
