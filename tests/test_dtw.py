@@ -4,7 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vpd_stream.dtw import DtwIndex, dtw_p2, dtw_p2_local, l2_normalize
+import numba
+
+from vpd_stream import dtw as dtw_mod
+from vpd_stream.dtw import LANES, DtwIndex, dtw_p2, dtw_p2_local, l2_normalize
+from vpd_stream.errors import ConfigError
 
 dtw_ref = pytest.importorskip("dtw", reason="dtw-python (the reference) is not installed")
 
@@ -64,3 +68,85 @@ def test_local_cost_entry_point() -> None:
     lm = np.arange(12, dtype=float).reshape(3, 4)
     # Only the diagonal steps fit a 3x3 block; its cost is d00 + 2 d11 + 2 d22 over n + m.
     assert dtw_p2_local(lm[:, :3]) == pytest.approx((0 + 2 * 5 + 2 * 10) / 6)
+
+
+def _reference_matrix(queries, index) -> np.ndarray:
+    return np.array([[_reference(l2_normalize(q), l2_normalize(s)) for s in index] for q in queries])
+
+
+def _assert_matches(costs: np.ndarray, ref: np.ndarray) -> None:
+    inf = np.isinf(ref)
+    np.testing.assert_array_equal(np.isinf(costs), inf)
+    assert np.abs(costs[~inf] - ref[~inf]).max() < 1e-6
+
+
+def test_lock_step_groups_of_mixed_lengths_match_dtw_python() -> None:
+    """Items are packed LANES to a group by length; a group whose lanes differ in length,
+    with some lanes infeasible for a query and others not, an index that does not fill its
+    last group, and a feature count that is not a multiple of 4 must all give each pair's
+    own dtw-python cost."""
+    rng = np.random.default_rng(3)
+    lengths = [4, 5, 6, 7, 9, 12, 13, 20, 21, 22, 30, 31, 45, 46, 47, 60, 61, 90, 2, 3, 8, 15, 33]
+    assert len(lengths) % LANES != 0
+    index = [rng.normal(size=(t, 7)) for t in lengths]
+    queries = [rng.normal(size=(t, 7)) for t in (2, 3, 5, 9, 14, 21, 30, 40, 61)]
+    idx = DtwIndex(index)
+    # the groups really mix feasible and infeasible lanes for some query
+    mixed = 0
+    for q in queries:
+        for g in range(len(idx._g_offsets)):
+            ok = [dtw_mod._feasible(len(q), int(m)) for m, it in zip(idx._g_lengths[g], idx._g_items[g]) if it >= 0]
+            mixed += any(ok) and not all(ok)
+    assert mixed > 5
+    ref = _reference_matrix(queries, index)
+    assert np.isinf(ref).sum() > 20 and np.isfinite(ref).sum() > 20
+    _assert_matches(idx.cost_matrix(queries), ref)
+
+
+def test_threaded_chunks_equal_the_single_thread_result() -> None:
+    """Enough (query, group) tasks to take the threaded path: every cell equal to the
+    one-thread result (and to dtw-python on a sample)."""
+    rng = np.random.default_rng(4)
+    index = [rng.normal(size=(int(rng.integers(10, 60)), 26)) for _ in range(41)]
+    queries = [rng.normal(size=(int(rng.integers(10, 60)), 26)) for _ in range(9)]
+    idx = DtwIndex(index)
+    assert len(queries) * len(idx._g_offsets) >= dtw_mod._MIN_PARALLEL_TASKS
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = idx.cost_matrix(queries)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        many = idx.cost_matrix(queries)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one, many)
+    _assert_matches(many[:3], _reference_matrix(queries[:3], index))
+
+
+def test_costs_do_not_depend_on_the_other_items_or_queries() -> None:
+    """A pair's cost is the same alone (its own group) as inside a larger index: the union
+    band of a group never changes a lane's result, and ring buffers reused across pairs hold
+    nothing that leaks into the next one."""
+    rng = np.random.default_rng(5)
+    index = [rng.normal(size=(int(rng.integers(5, 50)), 12)) for _ in range(17)]
+    queries = [rng.normal(size=(int(rng.integers(5, 50)), 12)) for _ in range(6)]
+    full = DtwIndex(index).cost_matrix(queries)
+    for qi, q in enumerate(queries):
+        for ii, s in enumerate(index):
+            assert DtwIndex([s]).costs(q)[0] == full[qi, ii]
+
+
+def test_bad_input_is_a_config_error() -> None:
+    rng = np.random.default_rng(6)
+    with pytest.raises(ConfigError, match="at least one"):
+        DtwIndex([])
+    with pytest.raises(ConfigError, match="features"):
+        DtwIndex([rng.normal(size=(5, 3)), rng.normal(size=(5, 4))])
+    idx = DtwIndex([rng.normal(size=(5, 3))])
+    with pytest.raises(ConfigError, match="3 were expected"):
+        idx.cost_matrix([rng.normal(size=(5, 4))])
+    with pytest.raises(ConfigError, match="non-empty"):
+        idx.cost_matrix([np.zeros((0, 3))])
+    with pytest.raises(ConfigError, match="NaN"):
+        idx.cost_matrix([np.full((4, 3), np.nan)])
+    assert idx.cost_matrix([]).shape == (0, 1)

@@ -88,10 +88,8 @@ def _group_cost(q: np.ndarray, qo: int, n: int, K: int, F: np.ndarray, gfo: int,
         return
     WL = W * L
     ML = Mg * L
-    # rows -3..-1 (G slots 0..2) are +inf where rows 0..2 read them (columns < 4)
-    for s in range(3):
-        for x in range(s * WL, s * WL + (_PAD + 4) * L):
-            G[x] = INF
+    # Rows 1 and 2 read "rows -2 and -1" (G slots 1, 2) only at columns < 2; those hold +inf
+    # from the allocation or a pad, never a finite cost: every row >= 2 starts at column >= 2.
     for i in range(n):
         lo = _band(i, n, mlo)[0]
         hi = _band(i, n, mhi)[1]
