@@ -163,10 +163,15 @@ def test_a_damaged_chunk_is_one_clear_error(tmp_path):
     path = _masked_video(tmp_path / "s")
     with VideoStore(path) as video:
         offset = int(video._direct["flow"].offset[7])
-    with open(path, "r+b") as fh:  # zero the Blosc header of row 7's flow chunk
-        fh.seek(offset)
+        crop_offset, crop_size = int(video._direct["crop"].offset[9]), int(video._direct["crop"].size[9])
+    with open(path, "r+b") as fh:
+        fh.seek(offset)  # zero the Blosc header of row 7's flow chunk
         fh.write(bytes(16))
+        fh.seek(crop_offset + 12)  # row 9's crop claims more encoded bytes than its chunk holds
+        fh.write(np.uint32(crop_size + 4096).tobytes())
     with VideoStore(path) as video:
-        video.images([6])
+        video.images([6, 8])
         with pytest.raises(InputError, match="row 7.*damaged"):
             video.images([6, 7])
+        with pytest.raises(InputError, match="row 9.*damaged"):
+            video.images([9])

@@ -142,6 +142,14 @@ class RowChunks:
         self.mapped = mapped
         self.base = mapped.ctypes.data
         self._decode = _blosc() if self.compressed else None
+        # The Blosc header of every compressed chunk (bytes 4-8: decoded size, 12-16: encoded
+        # size, little-endian) must say "one row, exactly this chunk": the decoder trusts its
+        # header, so a damaged one must be caught before it is decoded, not by reading past it.
+        self.damaged = np.zeros(rows, bool)
+        enc = np.flatnonzero((self.offset >= 0) & ~self.raw) if self.compressed else np.zeros(0, np.int64)
+        if len(enc):
+            head = mapped[self.offset[enc][:, None] + np.arange(16)].view("<u4")
+            self.damaged[enc] = (self.size[enc] < 16) | (head[:, 1] != self.row_bytes) | (head[:, 3] != self.size[enc])
 
     def read_into(self, rows: np.ndarray, out: np.ndarray, at: np.ndarray) -> None:
         """``out[at[i]] = row rows[i]``; ``out`` is C-contiguous (n, *row_shape) uint8."""
@@ -155,6 +163,8 @@ class RowChunks:
                 flat[i] = self.fill
             elif not self.compressed or self.raw[r]:
                 flat[i] = self.mapped[off:off + self.row_bytes]
+            elif self.damaged[r]:
+                raise InputError(f"row {r}: the Blosc chunk header is not valid; the store file is damaged")
             else:
                 got = self._decode(self.base + off, dest + i * self.row_bytes, self.row_bytes, 1)
                 if got != self.row_bytes:
