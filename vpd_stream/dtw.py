@@ -72,7 +72,8 @@ def _feasible(n: int, m: int) -> bool:
 # ---------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _group_cost(q: np.ndarray, qo: int, n: int, K: int, F: np.ndarray, gfo: int, Mg: int,
-                ms: np.ndarray, D: np.ndarray, G: np.ndarray, W: int, res: np.ndarray) -> None:
+                ms: np.ndarray, D: np.ndarray, G: np.ndarray, W: int, blo: np.ndarray,
+                bhi: np.ndarray, res: np.ndarray) -> None:
     """res[l] <- normalized cost of query rows q[qo:qo+n] (flat, K columns) vs lane l."""
     L = LANES
     mlo = 1 << 40
@@ -91,25 +92,28 @@ def _group_cost(q: np.ndarray, qo: int, n: int, K: int, F: np.ndarray, gfo: int,
     # Rows 1 and 2 read "rows -2 and -1" (G slots 1, 2) only at columns < 2; those hold +inf
     # from the allocation or a pad, never a finite cost: every row >= 2 starts at column >= 2.
     for i in range(n):
-        lo = _band(i, n, mlo)[0]
-        hi = _band(i, n, mhi)[1]
+        blo[i] = _band(i, n, mlo)[0]
+        bhi[i] = _band(i, n, mhi)[1]
+    nkb = K // _KB
+    for i in range(n):
+        lo = blo[i]
+        hi = bhi[i]
         # local costs this row must hold: read by rows i (j-1, j), i+1 (j-2, j), i+2 (j-1)
         dlo = lo - 1
         dhi = hi
         if i + 1 < n:
-            dlo = min(dlo, _band(i + 1, n, mlo)[0] - 2)
-            dhi = max(dhi, _band(i + 1, n, mhi)[1])
+            dlo = min(dlo, blo[i + 1] - 2)
+            dhi = max(dhi, bhi[i + 1])
         if i + 2 < n:
-            dlo = min(dlo, _band(i + 2, n, mlo)[0] - 1)
-            dhi = max(dhi, _band(i + 2, n, mhi)[1] - 1)
+            dlo = min(dlo, blo[i + 2] - 1)
+            dhi = max(dhi, bhi[i + 2] - 1)
         dlo = max(dlo, 0)  # columns -2, -1 stay 0 (finite); they only meet +inf in G
         drow = (i % _RING) * WL + _PAD * L
         nx = _U((dhi + 1 - dlo) * L)
         pd = _U(drow + dlo * L)
-        for x in range(nx):
-            D[pd + x] = 0.0
         qb = (qo + i) * K
-        for k in range(0, K, _KB):
+        for kb in range(nkb):
+            k = kb * _KB
             q0 = q[qb + k]
             q1 = q[qb + k + 1]
             q2 = q[qb + k + 2]
@@ -118,14 +122,35 @@ def _group_cost(q: np.ndarray, qo: int, n: int, K: int, F: np.ndarray, gfo: int,
             f1 = f0 + _U(ML)
             f2 = f1 + _U(ML)
             f3 = f2 + _U(ML)
-            for x in range(nx):
-                t0 = q0 - F[f0 + x]
-                t1 = q1 - F[f1 + x]
-                t2 = q2 - F[f2 + x]
-                t3 = q3 - F[f3 + x]
-                D[pd + x] += t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
-        for x in range(nx):
-            D[pd + x] = np.sqrt(D[pd + x])
+            # first pass stores, last pass takes the square root: no separate sweeps
+            if kb == 0 and nkb == 1:
+                for x in range(nx):
+                    t0 = q0 - F[f0 + x]
+                    t1 = q1 - F[f1 + x]
+                    t2 = q2 - F[f2 + x]
+                    t3 = q3 - F[f3 + x]
+                    D[pd + x] = np.sqrt(t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3)
+            elif kb == 0:
+                for x in range(nx):
+                    t0 = q0 - F[f0 + x]
+                    t1 = q1 - F[f1 + x]
+                    t2 = q2 - F[f2 + x]
+                    t3 = q3 - F[f3 + x]
+                    D[pd + x] = t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
+            elif kb == nkb - 1:
+                for x in range(nx):
+                    t0 = q0 - F[f0 + x]
+                    t1 = q1 - F[f1 + x]
+                    t2 = q2 - F[f2 + x]
+                    t3 = q3 - F[f3 + x]
+                    D[pd + x] = np.sqrt(D[pd + x] + (t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3))
+            else:
+                for x in range(nx):
+                    t0 = q0 - F[f0 + x]
+                    t1 = q1 - F[f1 + x]
+                    t2 = q2 - F[f2 + x]
+                    t3 = q3 - F[f3 + x]
+                    D[pd + x] += t0 * t0 + t1 * t1 + t2 * t2 + t3 * t3
         g0 = ((i + 3) % _RING) * WL + _PAD * L
         # the steps read up to 3 columns either side of a row's band: +inf there
         for x in range(g0 + (lo - 3) * L, g0 + lo * L):
@@ -171,11 +196,13 @@ def _costs_chunk(q: np.ndarray, q_offsets: np.ndarray, q_lengths: np.ndarray, K:
     D = np.zeros(_RING * W * LANES)
     G = np.full(_RING * W * LANES, INF)
     res = np.empty(LANES)
+    blo = np.empty(q_lengths.max(), dtype=np.int64)  # band of each row (union over the lanes)
+    bhi = np.empty(q_lengths.max(), dtype=np.int64)
     for t in range(first, n_tasks, step):
         qi = t // ng
         g = t - qi * ng
         _group_cost(q, q_offsets[qi], q_lengths[qi], K, F, g_offsets[g], g_frames[g],
-                    g_lengths[g], D, G, W, res)
+                    g_lengths[g], D, G, W, blo, bhi, res)
         for l in range(LANES):
             item = g_items[g, l]
             if item >= 0:
