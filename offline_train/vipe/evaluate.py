@@ -199,12 +199,12 @@ def penn_markdown(results: list[PennResult], n_train: int, n_test: int) -> str:
         lines.append(f"| {r.name} | " + " | ".join(_pct(r.retrieval.get(k)) for k in (1, 10, 50)) + " |")
     lines += ["", "#### Cross-view retrieval (queries: test clips of one view; corpus: train clips of the "
               "other three views)", "",
-              "| features | query flip | " + " | ".join(f"{v} P@1" for v in VIEWS) + " | mean P@1 | mean P@10 | mean P@50 |",
+              "| features | flip search | " + " | ".join(f"{v} P@1" for v in VIEWS) + " | mean P@1 | mean P@10 | mean P@50 |",
               "|---|---|" + "---|" * (len(VIEWS) + 3)]
     for flips in (True, False):
         for r in results:
             cv = r.cross_view if flips else r.cross_view_noflip
-            lines.append(f"| {r.name} | {'yes' if flips else 'no'} | "
+            lines.append(f"| {r.name} | {'four-way' if flips else 'none'} | "
                          + " | ".join(_pct(cv[v][1][1]) if v in cv else "–" for v in VIEWS) + " | "
                          + " | ".join(_pct(mean_cross_view(cv, k)) for k in (1, 10, 50)) + " |")
     return "\n".join(lines) + "\n"
