@@ -22,7 +22,8 @@ import torch
 
 
 def _timed(fn, repeats: int = 3):
-    """Best wall time of ``repeats`` runs (the machine is shared) and the last result."""
+    """Best wall time of ``repeats`` runs (the machine is shared; both sides get the same
+    number of runs) and the last result."""
     best, out = float("inf"), None
     for _ in range(repeats):
         t = time.perf_counter()
@@ -56,7 +57,7 @@ def main() -> None:
     # 1. Same pairs. Penn-like lengths (25 fps), lengths within the slope limit so every pair has a path.
     qs = [l2_normalize(rng.normal(size=(int(rng.integers(50, 70)), 26))) for _ in range(args.pairs)]
     xs = [l2_normalize(rng.normal(size=(int(rng.integers(50, 70)), 26))) for _ in range(args.pairs)]
-    t_ref, ref = _timed(lambda: [_dtw_python(dtw_python, q, x) for q, x in zip(qs, xs)], 1)
+    t_ref, ref = _timed(lambda: [_dtw_python(dtw_python, q, x) for q, x in zip(qs, xs)])
     idx = DtwIndex(xs)
     idx.costs(qs[0])  # compile outside the timing
     threads = numba.get_num_threads()
@@ -76,10 +77,10 @@ def main() -> None:
     index = [rng.normal(size=(int(rng.integers(40, 151)), 26)) for _ in range(200)]
     queries = [rng.normal(size=(int(rng.integers(40, 151)), 26)) for _ in range(50)]
     pidx = DtwIndex(index)
-    t_ours, costs = _timed(lambda: pidx.cost_matrix(queries))
+    t_ours, costs = _timed(lambda: pidx.cost_matrix(queries), 2)
     nq = args.penn_queries
     t_ref, ref = _timed(lambda: np.array([[_dtw_python(dtw_python, l2_normalize(q), l2_normalize(x)) for x in index]
-                                          for q in queries[:nq]]), 1)
+                                          for q in queries[:nq]]), 2)
     inf = np.isinf(ref)
     assert np.array_equal(np.isinf(costs[:nq]), inf) and np.abs(costs[:nq][~inf] - ref[~inf]).max() < 1e-6
     per_q_ref, per_q_ours = t_ref / nq, t_ours / len(queries)
