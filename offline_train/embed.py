@@ -164,3 +164,42 @@ def embed_store(opts: EmbedOptions) -> dict[str, Any]:
     tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, out / "features.json")
     return {"videos": len(videos), "rows": total, "dim": dim}
+
+
+def compare_with_live(jsonl: str | Path, features: str | Path) -> dict[str, Any]:
+    """Compare the embeddings a ``vpd-stream run ... -o LIVE.jsonl`` wrote (rounded to 1e-5)
+    with ``embed``'s feature file of the same video, by (frame, track).
+
+    Returns the number of live embeddings, the feature rows, how many of those rows the
+    live run did not embed, and the largest absolute difference (plain and flipped).
+    """
+    feats = load_features(features)
+    row = {(int(f), int(t)): i for i, (f, t) in enumerate(zip(feats["frame"], feats["track_id"]))}
+    seen: set[tuple[int, int]] = set()
+    worst = 0.0
+    dim = None
+    try:
+        lines = Path(jsonl).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read {jsonl}: {exc.strerror or exc}") from None
+    for line in lines:
+        record = json.loads(line) if line.strip() else {}
+        if record.get("type") != "frame":
+            continue
+        for track in record.get("tracks", []):
+            if "embedding" not in track:
+                continue
+            key = (int(record["frame"]), int(track["track_id"]))
+            if key not in row:
+                raise InputError(f"{jsonl}: frame {key[0]} track {key[1]} was embedded live but is not in {features}")
+            i = row[key]
+            live, live_f = np.asarray(track["embedding"]), np.asarray(track["embedding_flipped"])
+            if live.shape != feats["embedding"][i].shape:
+                raise InputError(f"{jsonl}: live embeddings are {live.shape[0]}-d, {features} holds "
+                                 f"{feats['embedding'].shape[1]}-d ones")
+            dim = live.shape[0]
+            worst = max(worst, float(np.abs(live - feats["embedding"][i]).max()),
+                        float(np.abs(live_f - feats["embedding_flipped"][i]).max()))
+            seen.add(key)
+    return {"live": len(seen), "rows": len(row), "rows_not_live": len(set(row) - seen), "dim": dim,
+            "max_abs_diff": worst}

@@ -205,3 +205,32 @@ def test_embed_equals_the_live_pipeline_on_real_video(corpus, second_student, re
         assert live.vector.shape == (dim,)
         np.testing.assert_allclose(feats["embedding"][i], live.vector, atol=1e-4, rtol=0)
         np.testing.assert_allclose(feats["embedding_flipped"][i], live.flipped, atol=1e-4, rtol=0)
+
+
+def test_compare_with_live_matches_rows_by_frame_and_track(tmp_path):
+    from offline_train.embed import compare_with_live
+    from vpd_stream.errors import InputError
+
+    rng = np.random.default_rng(0)
+    emb, flipped = rng.normal(size=(4, 5)).astype(np.float32), rng.normal(size=(4, 5)).astype(np.float32)
+    frame, track = np.array([3, 3, 4, 6]), np.array([1, 2, 1, 1])
+    np.savez(tmp_path / "v.npz", embedding=emb, embedding_flipped=flipped, frame=frame, track_id=track)
+
+    def write(rows, bump=0.0):
+        lines = [json.dumps({"type": "frame", "stream": "v", "frame": 0})]
+        for i in rows:
+            t = {"track_id": int(track[i]), "embedding": [round(float(v) + bump, 5) for v in emb[i]],
+                 "embedding_flipped": [round(float(v), 5) for v in flipped[i]]}
+            lines.append(json.dumps({"type": "frame", "stream": "v", "frame": int(frame[i]), "tracks": [t]}))
+        (tmp_path / "live.jsonl").write_text("\n".join(lines) + "\n")
+        return compare_with_live(tmp_path / "live.jsonl", tmp_path / "v.npz")
+
+    r = write([3, 0, 1])  # order does not matter; row 2 was not embedded live
+    assert r["live"] == 3 and r["rows"] == 4 and r["rows_not_live"] == 1 and r["dim"] == 5
+    assert r["max_abs_diff"] <= 5e-6 + 1e-9
+    assert write([0, 1, 2, 3], bump=1e-3)["max_abs_diff"] == pytest.approx(1e-3, abs=1e-5)
+    frame[2] = 5
+    np.savez(tmp_path / "v.npz", embedding=emb, embedding_flipped=flipped, frame=frame, track_id=track)
+    frame[2] = 4
+    with pytest.raises(InputError, match="frame 4 track 1 was embedded live but is not in"):
+        write([2])
