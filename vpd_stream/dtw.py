@@ -109,7 +109,8 @@ def _group_cost(q: np.ndarray, qo: int, n: int, K: int, F: np.ndarray, gfo: int,
             dhi = max(dhi, bhi[i + 2] - 1)
         dlo = max(dlo, 0)  # columns -2, -1 stay 0 (finite); they only meet +inf in G
         drow = (i % _RING) * WL + _PAD * L
-        nx = _U((dhi + 1 - dlo) * L)
+        # an even number of columns: the vectorized loop (8 doubles a turn) leaves no scalar remainder
+        nx = _U(((dhi + 2 - dlo) // 2) * 2 * L)
         pd = _U(drow + dlo * L)
         qb = (qo + i) * K
         for kb in range(nkb):
@@ -155,11 +156,11 @@ def _group_cost(q: np.ndarray, qo: int, n: int, K: int, F: np.ndarray, gfo: int,
         # the steps read up to 3 columns either side of a row's band: +inf there
         for x in range(g0 + (lo - 3) * L, g0 + lo * L):
             G[x] = INF
-        for x in range(g0 + (hi + 1) * L, g0 + (hi + 4) * L):
-            G[x] = INF
         if i == 0:  # the band of row 0 is the start cell alone
             for l in range(L):
                 G[g0 + l] = D[drow + l]
+            for x in range(g0 + (hi + 1) * L, g0 + (hi + 4) * L):
+                G[x] = INF
             continue
         d1 = ((i - 1) % _RING) * WL + _PAD * L
         d2 = ((i - 2) % _RING) * WL + _PAD * L if i >= 2 else drow  # row -2: meets +inf only
@@ -172,13 +173,16 @@ def _group_cost(q: np.ndarray, qo: int, n: int, K: int, F: np.ndarray, gfo: int,
         pd1a = _U(d1 + (lo - 2) * L)  # d[i-1, j-2]
         pd1b = _U(d1 + lo * L)  # d[i-1, j]
         pd2 = _U(d2 + (lo - 1) * L)  # d[i-2, j-1]
-        for x in range(_U((hi + 1 - lo) * L)):
+        # even column count again; a surplus column hi + 1 (finite inputs) is then set to +inf
+        for x in range(_U(((hi + 2 - lo) // 2) * 2 * L)):
             dd = D[pd0 + x]
             a = G[pg1 + x] + 2.0 * dd
             b = G[pg2 + x] + 2.0 * D[pd1a + x] + 2.0 * D[pd0m + x] + dd
             c = G[pg3 + x] + 2.0 * D[pd2 + x] + 2.0 * D[pd1b + x] + dd
             a = a if a < b else b
             G[pg0 + x] = a if a < c else c
+        for x in range(g0 + (hi + 1) * L, g0 + (hi + 4) * L):
+            G[x] = INF
     gl = ((n + 2) % _RING) * WL + _PAD * L
     for l in range(L):
         m = ms[l]
@@ -307,7 +311,8 @@ class DtwIndex:
             self._g_offsets[g] = total
             total += block.size
             blocks.append(block.ravel())
-        self._frames = np.ascontiguousarray(np.concatenate(blocks))
+        # + zeros: the surplus column after the last group's last feature row
+        self._frames = np.ascontiguousarray(np.concatenate(blocks + [np.zeros(2 * LANES)]))
         self._k4 = k4
 
     def __len__(self) -> int:
