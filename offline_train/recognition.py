@@ -61,8 +61,10 @@ def _crop_to(seq: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
 
 @torch.no_grad()
 def predict_proba(models: list[Callable], seqs: list[np.ndarray], flip: Callable | None,
-                  batch_size: int = 100) -> np.ndarray:
+                  batch_size: int = 100, flipped: list[np.ndarray] | None = None) -> np.ndarray:
     """Class probabilities, summed over the flip views and averaged over an ensemble.
+
+    The flipped view is ``flip(seq)``, or ``flipped[i]`` when given (embeddings carry theirs).
 
     Sequences are batched only with others of exactly the same length, so a result never
     depends on which other sequences happen to share its batch.
@@ -72,7 +74,9 @@ def predict_proba(models: list[Callable], seqs: list[np.ndarray], flip: Callable
     groups = [np.flatnonzero(lengths == n) for n in np.unique(lengths)]
     for idx in (g[s:s + batch_size] for g in groups for s in range(0, len(g), batch_size)):
         views = [[seqs[i] for i in idx]]
-        if flip is not None:
+        if flipped is not None:
+            views.append([flipped[i] for i in idx])
+        elif flip is not None:
             views.append([flip(seqs[i]) for i in idx])
         p = 0
         for model in models:  # an nn.Module, or any callable (x, lengths) -> logits (an engine)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from engines import create_engine
-from offline_train.nns import flip_min_costs
+from offline_train.nns import exact_flip_min_costs, flip_min_costs
 from offline_train.recognition import predict_proba
 from vpd_stream.skeleton import flip_features
 from vpd_stream.annotations import feature_vector
@@ -47,7 +47,7 @@ class RecognizerPlugin(Plugin):
         neighbours: int = 5  # nns: the label score is the share of this many nearest that agree
         features: str = "pose"  # "pose" or "embedding"; must match what the head was trained on
         history: int = 1500  # frames of features kept per track
-        flip_tta: bool = True  # sum class probabilities over the flipped view (pose features)
+        flip_tta: bool = True  # also use the flipped view (pose: mirrored joints; embedding: its flipped embedding)
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
@@ -79,12 +79,17 @@ class RecognizerPlugin(Plugin):
             raise ConfigError(f"recognizer: the {self.options.method} model was built on {meta.get('features')} "
                               f"features, but features = {self.options.features!r}; set features to match")
         self.flip = flip_features if (self.options.flip_tta and self.options.features == "pose") else None
+        # Embeddings carry their own flipped view (the student's output on the mirrored crop).
+        self.carried_flip = self.options.flip_tta and self.options.features == "embedding"
+        if self.options.method == "nns" and self.carried_flip and self.index.flipped is None:
+            raise ConfigError("recognizer: this NNS index has no flipped embeddings; rebuild it with them "
+                              "or set flip_tta = false")
 
     def process(self, batch: list[Frame]) -> None:
         for frame in batch:
             streams = self.history.setdefault(frame.stream_id, {})
             for tid in (frame.annotations.get("tracks") or {}):
-                feat = feature_vector(frame.annotations, self.options.features, tid)
+                feat = self._frame_feature(frame.annotations, tid)
                 hist = streams.get(tid)
                 if feat is None:
                     if not hist:
@@ -100,6 +105,13 @@ class RecognizerPlugin(Plugin):
             if labels:
                 frame.annotations["label"] = labels
 
+    def _frame_feature(self, annotations: dict, tid: int) -> np.ndarray | None:
+        """The frame's feature; for embeddings with flips, [embedding, flipped embedding]."""
+        if self.carried_flip:
+            emb = annotations.get("embedding", {}).get(tid)
+            return None if emb is None else np.concatenate([emb.vector, emb.flipped])
+        return feature_vector(annotations, self.options.features, tid)
+
     def end_stream(self, eos: EndOfStream) -> None:
         self._label(eos.stream_id, eos.events)
         self.history.pop(eos.stream_id, None)
@@ -110,20 +122,29 @@ class RecognizerPlugin(Plugin):
         if not todo:
             return
         seqs = [seq for _, seq in todo]
-        labels, scores = self._classify_nns(seqs) if self.options.method == "nns" else self._classify_bigru(seqs)
+        flipped = None
+        if self.carried_flip:
+            flipped = [s[:, self.dim:] for s in seqs]
+            seqs = [s[:, :self.dim] for s in seqs]
+        classify = self._classify_nns if self.options.method == "nns" else self._classify_bigru
+        labels, scores = classify(seqs, flipped)
         for (ev, _), c, score in zip(todo, labels, scores):
             ev.extra["detector_label"] = ev.label
             ev.label = self.classes[c]
             ev.extra["label_score"] = round(float(score), 6)
 
-    def _classify_bigru(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        probs = predict_proba([_engine_call(e) for e in self.engines], seqs, self.flip)
+    def _classify_bigru(self, seqs: list[np.ndarray], flipped: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        probs = predict_proba([_engine_call(e) for e in self.engines], seqs, self.flip, flipped=flipped)
         best = probs.argmax(1)
         # Probabilities were summed over the flip views: report a mean in [0, 1].
-        return best, probs[np.arange(len(best)), best] / (2 if self.flip else 1)
+        views = 2 if (self.flip or flipped is not None) else 1
+        return best, probs[np.arange(len(best)), best] / views
 
-    def _classify_nns(self, seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        costs = flip_min_costs(seqs, self.index.seqs, self.flip)
+    def _classify_nns(self, seqs: list[np.ndarray], flipped: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        if flipped is not None:  # embeddings: their flip is no isometry, so all four combinations
+            costs = exact_flip_min_costs(seqs, flipped, self.index.seqs, self.index.flipped)
+        else:
+            costs = flip_min_costs(seqs, self.index.seqs, self.flip)
         k = min(self.options.neighbours, costs.shape[1])
         nearest = np.argsort(costs, axis=1, kind="stable")[:, :k]
         best = self.index.labels[nearest[:, 0]]
@@ -144,8 +165,9 @@ class RecognizerPlugin(Plugin):
         if not seq:
             return None
         x = np.stack(seq)
-        if x.shape[1] != self.dim:
-            raise ConfigError(f"recognizer: got {x.shape[1]}-d features, the head expects {self.dim}-d")
+        width = x.shape[1] // 2 if self.carried_flip else x.shape[1]
+        if width != self.dim:
+            raise ConfigError(f"recognizer: got {width}-d features, the head expects {self.dim}-d")
         return x
 
     def describe(self, frame: Frame) -> dict[str, Any]:

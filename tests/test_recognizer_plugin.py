@@ -153,3 +153,45 @@ def test_nns_index_command_and_plugin_on_penn_action(tmp_path, data_dir) -> None
     assert sum(g == CLASSES[c.label] for g, c in zip(got, clips)) >= 2  # NNS-DTW is ~89 % top-1 here
     bad = run_cli("train", "nns-index", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x"))
     assert_clean_error(bad, "missing")
+
+
+def test_embedding_features_use_their_carried_flipped_view(tmp_path) -> None:
+    """Student embeddings flip by the student's own flipped output, for the BiGRU and for NNS."""
+    from offline_train.nns import exact_flip_min_costs, nns_predict
+    from offline_train.recognition import predict_proba
+    from vpd_stream.annotations import Embedding
+    from vpd_stream.models.nns_index import NnsIndex, save_nns_index
+
+    rng = np.random.default_rng(5)
+    vec, flipped = rng.normal(size=(2, 50, 8)).astype(np.float32)
+    frames = []
+    for i in range(50):
+        ann = {"tracks": {3: Track(3, np.zeros(4, np.float32), 1.0)}, "embedding": {3: Embedding(vec[i], flipped[i])}}
+        frames.append(Frame("s", i, i / 25, RGB, annotations=ann))
+
+    torch.manual_seed(2)
+    model = Recognizer(HeadConfig("recognizer", 8, 3, hidden=16)).eval()
+    save_heads(tmp_path / "rec", HeadBundle(model.cfg, [model], {"classes": ["a", "b", "c"], "features": "embedding"}))
+    index = NnsIndex([rng.normal(size=(n, 8)).astype(np.float32) for n in (20, 30, 40)], np.array([0, 1, 2]),
+                     ["a", "b", "c"], {"features": "embedding"},
+                     [rng.normal(size=(n, 8)).astype(np.float32) for n in (20, 30, 40)])
+    idx_path = save_nns_index(tmp_path / "idx", index)
+    for opts in (RecognizerPlugin.Options(weights=str(tmp_path / "rec"), features="embedding"),
+                 RecognizerPlugin.Options(method="nns", index=str(idx_path), features="embedding")):
+        plugin = RecognizerPlugin(opts)
+        plugin.setup(PluginContext())
+        batch = [Frame(f.stream_id, f.index, f.pts, RGB, annotations=f.annotations) for f in frames]
+        batch[49].events.append(Event("s", 3, "swing", 0.9, 5, 44, 0.2, 1.76, emitted_frame=49))
+        plugin.process(batch)
+        ev = batch[49].events[0]
+        if opts.method == "nns":
+            want = nns_predict(exact_flip_min_costs([vec[5:45]], [flipped[5:45]], index.seqs, index.flipped), index.labels)[0]
+        else:
+            p = predict_proba([model], [vec[5:45]], None, flipped=[flipped[5:45]])[0]  # summed over both views
+            want = int(np.argmax(p))
+            assert ev.extra["label_score"] == round(float(p[want]) / 2, 6)
+        assert ev.label == "abc"[want]
+
+    no_flip = save_nns_index(tmp_path / "noflip", NnsIndex(index.seqs, index.labels, index.classes, {"features": "embedding"}))
+    with pytest.raises(Exception, match="no flipped embeddings"):
+        RecognizerPlugin(RecognizerPlugin.Options(method="nns", index=str(no_flip), features="embedding")).setup(PluginContext())

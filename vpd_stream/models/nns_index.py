@@ -1,7 +1,8 @@
 """NNS index files: labelled feature sequences the recognizer searches with DTW.
 
 ``name.safetensors`` holds every sequence's frames stacked (``features``, float32), where
-each sequence starts (``offsets``, n + 1 entries) and its class (``labels``); the sidecar
+each sequence starts (``offsets``, n + 1 entries), its class (``labels``) and, for learned
+embeddings, the embedding of every mirrored frame (``flipped``, optional); the sidecar
 ``name.json`` holds the class names, the feature kind and width and the provenance.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ class NnsIndex:
     labels: np.ndarray  # (n,) int64 class ids
     classes: list[str]
     meta: dict[str, Any] = field(default_factory=dict)  # features ("pose"/"embedding"), provenance
+    flipped: list[np.ndarray] | None = None  # embeddings: each sequence's flipped embeddings
 
     @property
     def dim(self) -> int:
@@ -41,6 +43,10 @@ def save_nns_index(path: str | Path, index: NnsIndex) -> Path:
     tensors = {"features": torch.from_numpy(np.concatenate(index.seqs).astype(np.float32)),
                "offsets": torch.from_numpy(offsets),
                "labels": torch.from_numpy(np.asarray(index.labels, dtype=np.int64))}
+    if index.flipped is not None:
+        if [s.shape for s in index.flipped] != [s.shape for s in index.seqs]:
+            raise ValueError("flipped embeddings must match the sequences' shapes")
+        tensors["flipped"] = torch.from_numpy(np.concatenate(index.flipped).astype(np.float32))
     sidecar = {"classes": list(index.classes), "dim": index.dim, "sequences": len(index.seqs), **index.meta}
     return write_model_file(Path(path).with_suffix(".safetensors"), tensors, sidecar, FORMAT, VERSION)
 
@@ -52,7 +58,7 @@ def load_nns_index(path: str | Path) -> NnsIndex:
     side = read_sidecar(path, FORMAT, VERSION, "NNS index", FIX)
     try:
         t = load_file(str(path))
-        feats, offsets, labels = t["features"], t["offsets"], t["labels"]
+        feats, offsets, labels, mirrored = t["features"], t["offsets"], t["labels"], t.get("flipped")
     except Exception as exc:  # safetensors raises several types on a damaged file
         raise ModelError(f"NNS index {path} cannot be read ({exc}); {FIX}") from None
     if offsets[0] != 0 or offsets[-1] != len(feats) or len(offsets) != len(labels) + 1 or np.any(np.diff(offsets) < 1):
@@ -60,6 +66,9 @@ def load_nns_index(path: str | Path) -> NnsIndex:
     classes = list(side.get("classes") or [])
     if labels.min() < 0 or labels.max() >= len(classes):
         raise ModelError(f"NNS index {path} has labels outside its {len(classes)} classes; {FIX}")
-    seqs = [feats[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+    if mirrored is not None and mirrored.shape != feats.shape:
+        raise ModelError(f"NNS index {path} has flipped embeddings of another shape; {FIX}")
+    spans = list(zip(offsets[:-1], offsets[1:]))
     meta = {k: v for k, v in side.items() if k not in ("classes", "dim", "sequences")}
-    return NnsIndex(seqs, labels, classes, meta)
+    return NnsIndex([feats[a:b] for a, b in spans], labels, classes, meta,
+                    None if mirrored is None else [mirrored[a:b] for a, b in spans])
