@@ -189,7 +189,7 @@ def test_embedding_features_use_their_carried_flipped_view(tmp_path) -> None:
         else:
             p = predict_proba([model], [vec[5:45]], None, flipped=[flipped[5:45]])[0]  # summed over both views
             want = int(np.argmax(p))
-            assert ev.extra["label_score"] == round(float(p[want]) / 2, 6)
+            assert ev.extra["label_score"] == pytest.approx(float(p[want]) / 2, abs=1e-5)
         assert ev.label == "abc"[want]
 
     no_flip = save_nns_index(tmp_path / "noflip", NnsIndex(index.seqs, index.labels, index.classes, {"features": "embedding"}))
