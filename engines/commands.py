@@ -55,13 +55,13 @@ def export(checkpoint: str | None, output: str, precision: str, opset: int, rand
 def _export_int8(student, out: Path, opset: int, videos: Path, count: int, force: bool) -> None:
     from engines.export import export_student
     from engines.onnxruntime_engine import OnnxRuntimeEngine
-    from engines.quantize import check_int8, load_real_crops, quantize_int8
+    from engines.quantize import check_int8, load_real_crops, quantize_int8, split_by_video
     from engines.torch_engine import TorchEngine
     from engines import run_chunked
 
     calibration = load_real_crops(videos, count, every=3, offset=0)
-    probe = load_real_crops(videos, 32, every=6, offset=1)  # held out: frames calibration never saw
-    gallery = load_real_crops(videos, 64, every=3, offset=2)
+    # Held out (frames calibration never saw); probes and gallery from different videos.
+    probe, gallery = split_by_video(load_real_crops(videos, 96, every=3, offset=1))
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_student(student.module, Path(tmp) / "fp32.onnx", opset=opset,
                               sidecar={**student.sidecar, "calibration": calibration.digest()})

@@ -219,6 +219,14 @@ def _copy_metadata(src: str | Path, dst: Path, extra: dict[str, str]) -> None:
 # -- accuracy of a low-precision engine against the fp32 reference ---------------------
 
 INT8_MAX_REL_ERROR = 5e-2
+# Nearest neighbours of real video crops come in near-ties: the same pose a frame apart, or
+# in another view. A gallery item at most RANK_TIE farther (relative, under the fp32 model)
+# than the fp32 nearest one counts as a tie. Measured on the distilled ResNet-18 students
+# and 196 real lunge crops (BENCHMARKS.md, issue 4): bf16 (‖Δ‖/‖ref‖ 3e-3 to 8e-3, inside
+# the float limit) swaps 2-6 % of strict nearest neighbours, always for one at most 4.1 %
+# farther; so a strict top-1 test would refuse bf16 too. 10 % sits above that, and below the
+# 21-73 % farther picks of the int8 random-init student, whose ranking int8 does scramble.
+RANK_TIE = 0.10
 
 
 def relative_error(reference: np.ndarray, output: np.ndarray) -> float:
@@ -227,29 +235,62 @@ def relative_error(reference: np.ndarray, output: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(output, dtype=np.float64) - reference) / np.linalg.norm(reference))
 
 
+def unit_distances(probe: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """(P, G) L2 distances between unit-normalized features (the NNS distance)."""
+    p = np.asarray(probe, np.float64)
+    g = np.asarray(gallery, np.float64)
+    p = p / np.linalg.norm(p, axis=1, keepdims=True)
+    g = g / np.linalg.norm(g, axis=1, keepdims=True)
+    return np.sqrt(np.maximum((p * p).sum(1)[:, None] - 2 * p @ g.T + (g * g).sum(1)[None], 0.0))
+
+
 def nearest_neighbours(probe: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     """Gallery indices ranked by L2 between unit-normalized features (the NNS distance)."""
-    p = probe / np.linalg.norm(probe, axis=1, keepdims=True)
-    g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
-    dist = (p * p).sum(1)[:, None] - 2 * p @ g.T + (g * g).sum(1)[None]
-    return np.argsort(dist, axis=1, kind="stable")
+    return np.argsort(unit_distances(probe, gallery), axis=1, kind="stable")
 
 
 @dataclass
 class Int8Check:
     rel_error: float
-    top1_agreement: float  # share of probes whose nearest gallery item is unchanged
+    top1_agreement: float  # share of probes whose nearest gallery item is exactly unchanged
+    ranking_kept: float  # share whose new nearest item is the old one up to a RANK_TIE tie
+    worst_ratio: float  # largest fp32 distance of the new pick / fp32 nearest distance
     ok: bool
 
     def summary(self) -> str:
-        return (f"int8 vs fp32: ‖Δ‖/‖ref‖ = {self.rel_error:.4f} (limit {INT8_MAX_REL_ERROR}), "
-                f"nearest-neighbour top-1 agreement {self.top1_agreement:.1%} (need 100%)")
+        return (f"low precision vs fp32: ‖Δ‖/‖ref‖ = {self.rel_error:.4f} (limit {INT8_MAX_REL_ERROR}), "
+                f"nearest neighbour kept up to {RANK_TIE:.0%} ties for {self.ranking_kept:.1%} of probes "
+                f"(need 100%; worst pick {self.worst_ratio:.3f}× the nearest distance; "
+                f"exact top-1 agreement {self.top1_agreement:.1%})")
 
 
 def check_int8(ref_probe: np.ndarray, ref_gallery: np.ndarray, q_probe: np.ndarray,
-               q_gallery: np.ndarray) -> Int8Check:
-    """Does the int8 model hold accuracy: error ≤ 5e-2 and the probe set's NN ranking kept?"""
+               q_gallery: np.ndarray, *, max_rel_error: float = INT8_MAX_REL_ERROR,
+               tie: float = RANK_TIE) -> Int8Check:
+    """Does a low-precision model hold accuracy: error ≤ ``max_rel_error`` and, for every probe,
+    its nearest gallery item kept (an item within ``tie`` of the fp32 nearest distance counts)."""
     rel = max(relative_error(ref_probe, q_probe), relative_error(ref_gallery, q_gallery))
-    agree = float(np.mean(nearest_neighbours(ref_probe, ref_gallery)[:, 0]
-                          == nearest_neighbours(q_probe, q_gallery)[:, 0]))
-    return Int8Check(rel, agree, rel <= INT8_MAX_REL_ERROR and agree == 1.0)
+    ref_d = unit_distances(ref_probe, ref_gallery)
+    ref_pick = ref_d.argmin(1)
+    q_pick = unit_distances(q_probe, q_gallery).argmin(1)
+    rows = np.arange(len(ref_d))
+    nearest = ref_d[rows, ref_pick]
+    ratio = ref_d[rows, q_pick] / np.maximum(nearest, 1e-12)
+    kept = float(np.mean(ratio <= 1.0 + tie))
+    return Int8Check(rel, float(np.mean(q_pick == ref_pick)), kept, float(ratio.max()),
+                     rel <= max_rel_error and kept == 1.0)
+
+
+def split_by_video(crops: CropSet) -> tuple[CropSet, CropSet]:
+    """Probe and gallery from different videos (alternate videos in source order).
+
+    The downstream use is retrieval across videos and views; neighbours within one video
+    are the adjacent frames, which a ranking test would only ask to keep in time order.
+    """
+    names = list(dict.fromkeys(s.split("#")[0] for s in crops.sources))
+    if len(names) < 2:
+        raise InputError(f"a probe/gallery split needs crops from at least 2 videos, got {len(names)}")
+    probe_videos = set(names[0::2])
+    is_probe = np.array([s.split("#")[0] in probe_videos for s in crops.sources])
+    parts = [np.flatnonzero(is_probe), np.flatnonzero(~is_probe)]
+    return tuple(CropSet(crops.rgb[p], crops.flow[p], [crops.sources[i] for i in p]) for p in parts)
