@@ -22,8 +22,10 @@ How ``DtwIndex`` is fast (each step measured, see BENCHMARKS.md "Heads (issue 5)
   bands: a cell outside a lane's own band is either unreachable from the start (it stays
   +inf) or cannot reach that lane's end, so the extra cells never change a lane's result,
   and columns past a shorter lane's end (zero frames, finite costs) lie after its end cell.
-* Local costs come from exact differences, (q - f)^2 summed over the features 4 at a time
-  (features zero-padded to a multiple of 4) in float64; no |a|^2 + |b|^2 - 2ab cancellation.
+* Local costs are computed only for band cells and the cells the 3-cell steps pass through
+  from a band cell, from exact differences, (q - f)^2 summed over the features 4 at a time
+  (features zero-padded to a multiple of 4) in float64: no |a|^2 + |b|^2 - 2ab cancellation
+  (that form, tried, was also slower here, as were 8-feature passes).
 * Cumulative and local costs live in 4-row ring buffers allocated once per worker chunk;
   no per-pair Python or allocation. (query, group) tasks run in parallel over
   ``numba.get_num_threads()`` threads (the kernel releases the GIL).
@@ -98,16 +100,36 @@ def _group_cost(q: np.ndarray, qo: int, n: int, K: int, F: np.ndarray, gfo: int,
     for i in range(n):
         lo = blo[i]
         hi = bhi[i]
-        # local costs this row must hold: read by rows i (j-1, j), i+1 (j-2, j), i+2 (j-1)
-        dlo = lo - 1
+        # Local costs this row must hold: its band, and the cells the two 3-cell steps pass
+        # through on their way from a band cell (a finite g) to a band cell of row i, i+1
+        # or i+2. Every other cell a step reads is paired with +inf (an earlier value of the
+        # ring buffer is left there: always finite, so the sum stays +inf).
+        dlo = lo
         dhi = hi
-        if i + 1 < n:
-            dlo = min(dlo, blo[i + 1] - 2)
-            dhi = max(dhi, bhi[i + 1])
-        if i + 2 < n:
-            dlo = min(dlo, blo[i + 2] - 1)
-            dhi = max(dhi, bhi[i + 2] - 1)
-        dlo = max(dlo, 0)  # columns -2, -1 stay 0 (finite); they only meet +inf in G
+        if i >= 2:  # step (-2, -3) ending in row i passes (i, j-1)
+            a = max(lo, blo[i - 2] + 3)
+            b = min(hi, bhi[i - 2] + 3)
+            if a <= b:
+                dlo = min(dlo, a - 1)
+                dhi = max(dhi, b - 1)
+        if i >= 1 and i + 1 < n:  # step (-2, -3) ending in row i+1 passes (i, j-2)
+            a = max(blo[i + 1], blo[i - 1] + 3)
+            b = min(bhi[i + 1], bhi[i - 1] + 3)
+            if a <= b:
+                dlo = min(dlo, a - 2)
+                dhi = max(dhi, b - 2)
+        if i >= 2 and i + 1 < n:  # step (-3, -2) ending in row i+1 passes (i, j)
+            a = max(blo[i + 1], blo[i - 2] + 2)
+            b = min(bhi[i + 1], bhi[i - 2] + 2)
+            if a <= b:
+                dlo = min(dlo, a)
+                dhi = max(dhi, b)
+        if i >= 1 and i + 2 < n:  # step (-3, -2) ending in row i+2 passes (i, j-1)
+            a = max(blo[i + 2], blo[i - 1] + 2)
+            b = min(bhi[i + 2], bhi[i - 1] + 2)
+            if a <= b:
+                dlo = min(dlo, a - 1)
+                dhi = max(dhi, b - 1)
         drow = (i % _RING) * WL + _PAD * L
         # an even number of columns: the vectorized loop (8 doubles a turn) leaves no scalar remainder
         nx = _U(((dhi + 2 - dlo) // 2) * 2 * L)
