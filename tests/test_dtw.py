@@ -150,3 +150,24 @@ def test_bad_input_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="NaN"):
         idx.cost_matrix([np.full((4, 3), np.nan)])
     assert idx.cost_matrix([]).shape == (0, 1)
+
+
+def test_a_failing_chunk_raises_instead_of_returning_a_partial_matrix(monkeypatch) -> None:
+    rng = np.random.default_rng(7)
+    idx = DtwIndex([rng.normal(size=(20, 4)) for _ in range(40)])
+    queries = [rng.normal(size=(20, 4)) for _ in range(8)]
+    real = dtw_mod._costs_chunk
+
+    def flaky(*args):
+        if args[-2] == args[-1] - 1:  # the last chunk (first, step) fails
+            raise RuntimeError("last chunk failed")
+        return real(*args)
+
+    monkeypatch.setattr(dtw_mod, "_costs_chunk", flaky)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        with pytest.raises(RuntimeError, match="last chunk"):
+            idx.cost_matrix(queries)
+    finally:
+        numba.set_num_threads(before)

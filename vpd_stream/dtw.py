@@ -367,12 +367,16 @@ class DtwIndex:
         # would make the others wait for it at its barrier).
         n_chunks = min(n_tasks, 8 * threads)
         next_chunk = itertools.count()
+        failures: list[BaseException] = []
 
         def work() -> None:
-            for c in next_chunk:
-                if c >= n_chunks:
-                    return
-                _costs_chunk(*args, c, n_chunks)
+            try:
+                for c in next_chunk:
+                    if c >= n_chunks or failures:
+                        return
+                    _costs_chunk(*args, c, n_chunks)
+            except BaseException as e:  # re-raised below: never a half-filled matrix
+                failures.append(e)
 
         helpers = [threading.Thread(target=work, daemon=True) for _ in range(threads - 1)]
         for h in helpers:
@@ -380,4 +384,6 @@ class DtwIndex:
         work()
         for h in helpers:
             h.join()
+        if failures:
+            raise failures[0]
         return out
