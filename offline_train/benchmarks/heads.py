@@ -1,6 +1,7 @@
 """Benchmark: fast symmetricP2 DTW vs dtw-python (pairs/s, ratio) and detector windows/s.
 
     python -m offline_train.benchmarks.heads [--pairs 200] [--windows 32] [--penn-queries 3]
+        [--penn-action DIR]
 
 1. Same pairs: dtw-python on ``pairs`` (query, item) pairs of 50-70 frames, 26-d (every pair
    has a path); ``DtwIndex`` on all pairs x pairs combinations of the same sequences in one
@@ -9,12 +10,16 @@
 2. Penn-like: an index of 200 items of 40-150 frames (26-d); whole-index cost per query for
    dtw-python (``penn-queries`` queries, pairs without a path cost dtw-python its ValueError)
    and for ``DtwIndex`` (50 queries), results equal to 1e-6 including the infeasible pairs.
+3. With ``--penn-action DIR`` (the real data set): the whole official test x train matrix of
+   normalized 2D joints (25 fps) with ``DtwIndex``, and dtw-python on ``penn-queries`` test
+   clips against the whole train split.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import time
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -43,11 +48,37 @@ def _dtw_python(dtw_python, q: np.ndarray, x: np.ndarray) -> float:
         return np.inf
 
 
+def _real_penn(root: Path, nq: int, dtw_python) -> None:
+    from offline_train.penn_action import load_penn_action
+    from offline_train.vipe.evaluate import pose2d_sequences
+    from vpd_stream.dtw import DtwIndex, l2_normalize
+
+    clips = load_penn_action(root)
+    train = pose2d_sequences([c for c in clips if c.train]).seqs
+    test = pose2d_sequences([c for c in clips if not c.train]).seqs
+    t = time.perf_counter()
+    idx = DtwIndex(train)
+    t_build = time.perf_counter() - t
+    t_ours, costs = _timed(lambda: idx.cost_matrix(test), 2)
+    pick = np.linspace(0, len(test) - 1, nq).round().astype(int)
+    t_ref, ref = _timed(lambda: np.array([[_dtw_python(dtw_python, l2_normalize(test[i]), l2_normalize(x)) for x in train]
+                                          for i in pick]), 1)
+    inf = np.isinf(ref)
+    assert np.array_equal(np.isinf(costs[pick]), inf) and np.abs(costs[pick][~inf] - ref[~inf]).max() < 1e-6
+    lengths = [len(s) for s in train + test]
+    pairs = len(test) * len(train)
+    print(f"real Penn Action (pose2d, 25 fps, {min(lengths)}-{max(lengths)} frames): test x train = {pairs} pairs "
+          f"({np.isinf(costs).mean():.0%} without a path) in {t_ours:.2f} s = {pairs / t_ours:.0f} pairs/s "
+          f"(index build {t_build:.2f} s); per query: dtw-python {t_ref / nq * 1e3:.0f} ms ({nq} queries), "
+          f"fast DTW {t_ours / len(test) * 1e3:.2f} ms = {t_ref / nq / (t_ours / len(test)):.0f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=200)
     ap.add_argument("--windows", type=int, default=32)
     ap.add_argument("--penn-queries", type=int, default=3)
+    ap.add_argument("--penn-action", type=Path, default=None, help="real Penn Action root (optional)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     import dtw as dtw_python
@@ -96,6 +127,9 @@ def main() -> None:
     print(f"Penn-like index (200 items of 40-150 frames, 26-d; {np.isinf(costs).mean():.0%} of pairs have no path): "
           f"whole-index query dtw-python {per_q_ref * 1e3:.0f} ms ({nq} queries), fast DTW {per_q_ours * 1e3:.2f} ms "
           f"({len(queries)} queries, {threads} threads) = {per_q_ref / per_q_ours:.0f}x")
+
+    if args.penn_action is not None:
+        _real_penn(args.penn_action, nq, dtw_python)
 
     model = Detector(HeadConfig("detector", 26)).eval()
     wins = [rng.normal(size=(100, 26)).astype(np.float32) for _ in range(args.windows)]
