@@ -30,8 +30,9 @@ Cost: each frame is in about W / S windows, i.e. W / S BiGRU steps per frame and
 Default W = 250 (the training window), S = 25, L = 74, taper: on the 40 concatenated Penn
 Action test sequences the online AP is within 0.3 points of the offline single pass at
 tIoU 0.3-0.7 and events come p50 76 / p95 121 frames after the true action end (3.0 / 4.8 s
-at 25 fps). The full look-ahead (L = 249) matches to 0.1 points but waits p50 237 frames;
-L = 49 is within 0.6 points at p50 51; the plain mean at L = 74 is off by up to 2.7 points.
+at 25 fps). The full look-ahead (L = 249) matches to 0.0 points but waits p50 237 frames;
+L = 49 is within 0.6 points at p50 51, L = 24 off by 2.8; the plain mean at L = 74 is off
+by up to 0.9 points (mean |activation difference| 0.014 against 0.0007 tapered).
 See RESULTS.md, "Online (sliding-window) detector vs offline single pass".
 """
 from __future__ import annotations

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DEFAULT_CONFIGS = ("100/25/-1/mean", "250/25/-1/mean", "250/10/-1/mean", "250/25/-1/taper",
-                   "250/10/-1/taper", "250/25/124/taper", "250/25/99/taper", "250/25/74/taper",
-                   "250/25/74/mean", "250/25/49/taper", "250/25/24/taper")
+DEFAULT_CONFIGS = ("100/25/-1/mean", "100/25/-1/taper", "250/25/-1/mean", "250/25/-1/taper",
+                   "250/25/124/taper", "250/25/99/taper", "250/25/74/taper", "250/25/74/mean",
+                   "250/25/49/taper", "250/25/24/taper", "150/25/74/taper")
 
 
 def parse_config(text: str) -> tuple[int, int, int, str]:
