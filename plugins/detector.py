@@ -268,7 +268,7 @@ class DetectorPlugin(Plugin):
 
     def _process_frame(self, frame: Frame) -> None:
         streams = self.states.setdefault(frame.stream_id, {})
-        ready: list[tuple[TrackState, int]] = []
+        ready: list[tuple[TrackState, int, int]] = []
         for tid in self._tracks_of(frame):
             feat = feature_vector(frame.annotations, self.options.features, tid)
             st = streams.get(tid)
