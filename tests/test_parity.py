@@ -198,7 +198,7 @@ def test_int8_check_logic() -> None:
     nn = nearest_neighbours(probe, gallery)[0, 0]
     swapped[nn] = -gallery[nn]  # push probe 0's nearest neighbour to the far side
     result = check_int8(probe, gallery, probe, swapped)
-    assert result.top1_agreement < 1.0 and result.ranking_kept < 1.0 and not result.ok
+    assert result.top1_agreement < 1.0 and not result.ok  # (the runner-up may be a near-tie: see below)
     # A near-tie may swap: gallery items 0 and 1 at distances 1 and 1 + RANK_TIE / 2 from the probe.
     p = np.array([[1.0, 0.0]])
     angle = lambda d: np.arccos(1 - d * d / 2)  # noqa: E731 - unit vector at chord distance d
