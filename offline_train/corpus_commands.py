@@ -107,6 +107,7 @@ def distill(store, out, teacher, vipe_model, threshold, val_fraction, epochs, ep
 @click.command()
 @click.argument("store")
 @click.option("--model", "-m", required=True, help="A student from `vpd-stream distill` (.safetensors) or an exported .onnx.")
+@click.option("--concat", help="A second student whose embedding is appended (Concat-VPD: 2D-VPD then VI-VPD).")
 @click.option("--out", "-o", required=True, help="Folder for the per-video feature files.")
 @click.option("--engine", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "int8"]))
@@ -114,12 +115,13 @@ def distill(store, out, teacher, vipe_model, threshold, val_fraction, epochs, ep
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = one per core).")
 @click.option("-q", "--quiet", is_flag=True)
-def embed(store, model, out, engine, precision, max_batch, device, threads, quiet):
+def embed(store, model, concat, out, engine, precision, max_batch, device, threads, quiet):
     """Embed every frame of STORE (and its mirror) with a student, through the stream's engines."""
     from .embed import EmbedOptions, embed_store
 
-    result = embed_store(EmbedOptions(store=store, model=model, out=out, engine=engine, precision=precision,
-                                      max_batch=max_batch, device=device, threads=threads, progress=not quiet))
+    result = embed_store(EmbedOptions(store=store, model=model, out=out, concat=concat, engine=engine,
+                                      precision=precision, max_batch=max_batch, device=device, threads=threads,
+                                      progress=not quiet))
     if not quiet:
         click.echo(f"embedded {result['rows']} frames of {result['videos']} video(s), d={result['dim']}, into {out}",
                    err=True)

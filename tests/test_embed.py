@@ -129,6 +129,19 @@ def test_concat_errors(corpus, second_student, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_embed_cli_concat(corpus, second_student, tmp_path):
+    from click.testing import CliRunner
+
+    from offline_train.corpus_commands import embed
+
+    store, model, _ = corpus
+    result = CliRunner().invoke(embed, [str(store.root), "--model", str(model), "--concat", str(second_student),
+                                        "--out", str(tmp_path / "f"), "--engine", "torch", "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "f" / "features.json").read_text())
+    assert manifest["dim"] == 58 and manifest["model"]["teacher"] == "concat"
+
+
 def test_embed_cli_and_errors(corpus, tmp_path):
     from click.testing import CliRunner
 
