@@ -304,12 +304,102 @@ def test_validation_report_matches_the_training_figures(store, tmp_path):
     pairs = motion_error_from_pairs(str(tmp_path / "n.safetensors"), data, data.val_idx)
     assert s["nomotion"]["motion"] == pytest.approx(pairs, rel=1e-4)
     assert s["teacher_swaps"] == 0  # the synthetic figure never swaps sides
-    # a frame whose pose is the previous one with left and right exchanged is flagged, alone
-    t = data.targets
-    i = int(np.flatnonzero(t.motion_valid)[3])
-    prev = (t.pose[i] - t.motion[i]).reshape(13, 2)
+    assert not teacher_swaps(data, np.arange(len(data.targets.row))).any()
+
+
+# -- swap-aware motion targets --------------------------------------------------------------
+
+
+def _swapped_store(tmp_path, src):
+    """A copy of the synthetic store where the teacher labelled one frame's sides the other way
+    round: row ``i`` of video 0 holds its own pose and keypoints with left and right exchanged.
+    Returns (store root, i, the original stored poses of video 0)."""
+    import shutil
+
+    import h5py
+
+    from offline_train.corpus.store import open_store
     from vpd_stream.skeleton import FLIP_PERM
 
-    t.pose[i] = prev[FLIP_PERM].reshape(-1)
-    t.motion[i] = t.pose[i] - prev.reshape(-1)
-    assert np.flatnonzero(teacher_swaps(data, np.arange(len(t.row)))).tolist() == [i]
+    root = tmp_path / "swapped"
+    shutil.copytree(src, root)
+    path = open_store(root).video_path("synthetic00")
+    with h5py.File(path, "r+") as h5:
+        pose, kp, score, prev = h5["pose"][:], h5["keypoints"][:], h5["pose_score"][:], h5["prev_row"][:]
+        # a confident row whose previous and next rows are confident too
+        i = next(r for r in range(1, len(pose) - 1)
+                 if prev[r] == r - 1 and prev[r + 1] == r and min(score[r - 1:r + 2]) >= 0.5)
+        h5["pose"][i] = pose[i].reshape(13, 2)[FLIP_PERM].reshape(-1)
+        h5["keypoints"][i] = kp[i][FLIP_PERM]
+    return root, i, pose
+
+
+def _target_index(data, video, row):
+    t = data.targets
+    return int(np.flatnonzero((t.video == video) & (t.row == row))[0])
+
+
+def test_swap_aware_motion_targets_take_the_relabelled_previous_pose(store, tmp_path):
+    from offline_train.distill.dataset import teacher_swapped
+    from offline_train.distill.report import teacher_swaps
+    from vpd_stream.skeleton import FLIP_PERM
+
+    root, i, orig = _swapped_store(tmp_path, store)
+    P = lambda v: v.reshape(13, 2)[FLIP_PERM].reshape(-1)  # noqa: E731 relabel, no mirroring
+    on = DistillData(root, threshold=0.5)  # swap-aware is the default
+    off = DistillData(root, threshold=0.5, swap_aware_motion=False)
+    a, b = _target_index(on, 0, i), _target_index(on, 0, i + 1)
+    assert _target_index(off, 0, i) == a and _target_index(off, 0, i + 1) == b
+    # the two frames whose Δp crosses the relabelled frame are flagged, and only they
+    assert np.flatnonzero(on.targets.swapped).tolist() == [a, b]
+    assert np.flatnonzero(teacher_swaps(off, np.arange(len(off.targets.row)))).tolist() == [a, b]
+    assert teacher_swapped(P(orig[i])[None], orig[i - 1][None]).tolist() == [True]
+    # on: Δp is the athlete's motion, in frame t's labelling
+    np.testing.assert_allclose(on.targets.motion[a], P(orig[i]) - P(orig[i - 1]), atol=1e-6)
+    np.testing.assert_allclose(on.targets.motion[b], orig[i + 1] - orig[i], atol=1e-6)
+    assert (on.targets.motion[a] ** 2).sum() < 0.1 * (off.targets.motion[a] ** 2).sum()
+    # off: the old p_t − p_{t−1}, label flip included
+    np.testing.assert_allclose(off.targets.motion[a], P(orig[i]) - orig[i - 1], atol=1e-6)
+    np.testing.assert_allclose(off.targets.motion[b], orig[i + 1] - P(orig[i]), atol=1e-6)
+    # pose targets and every other row are the same either way
+    np.testing.assert_array_equal(on.targets.pose, off.targets.pose)
+    np.testing.assert_array_equal(on.targets.pose_flip, off.targets.pose_flip)
+    others = np.ones(len(on.targets.row), bool)
+    others[[a, b]] = False
+    np.testing.assert_array_equal(on.targets.motion[others], off.targets.motion[others])
+    # the flip augmentation's target stays the mirror of the swap-aware one
+    for d in (on, off):
+        np.testing.assert_allclose(d.targets.motion_flip, flip_features(d.targets.motion), atol=1e-6)
+        batch = d.subset(np.array([a, b])).__getitems__([0, 1])
+        cfg = AugmentConfig(flip_p=1.0)
+        _, _, flipped = augment_batch(batch["rgb"], batch["flow"], batch["target"], None,
+                                      torch.Generator().manual_seed(0), cfg, batch["target_flipped"])
+        np.testing.assert_allclose(flipped.numpy(), flip_target(batch["target"]).numpy(), atol=1e-6)
+
+
+def test_swap_aware_motion_with_the_vipe_teacher_embeds_the_relabelled_keypoints(store, tmp_path):
+    from offline_train.corpus.store import VideoStore
+    from offline_train.distill.train import resolve_teacher
+    from vpd_stream.models.vipe import Vipe, embed_poses, load_vipe, save_vipe
+    from vpd_stream.skeleton import FLIP_PERM
+
+    root, i, _ = _swapped_store(tmp_path, store)
+    torch.manual_seed(0)
+    path = save_vipe(Vipe(), tmp_path / "vipe.safetensors")
+    fn = resolve_teacher(DistillOptions(store=str(root), out="x.safetensors", teacher="vipe", vipe_model=str(path)))
+    on = DistillData(root, threshold=0.5, teacher="vipe", teacher_fn=fn)
+    off = DistillData(root, threshold=0.5, teacher="vipe", teacher_fn=fn, swap_aware_motion=False)
+    model = load_vipe(path)
+    with VideoStore(on.paths[0]) as v:
+        kp = v.arrays["keypoints"]
+    a = _target_index(on, 0, i)
+    assert on.targets.swapped[a]
+    # an embedding cannot be permuted: the teacher embeds the relabelled previous keypoints
+    prev_rel = kp[i - 1][FLIP_PERM][None]
+    np.testing.assert_allclose(on.targets.motion[a], embed_poses(model, kp[i:i + 1])[0] - embed_poses(model, prev_rel)[0],
+                               atol=1e-5)
+    np.testing.assert_allclose(on.targets.motion_flip[a], embed_poses(model, kp[i:i + 1], flip=True)[0]
+                               - embed_poses(model, prev_rel, flip=True)[0], atol=1e-5)
+    np.testing.assert_allclose(off.targets.motion[a], embed_poses(model, kp[i:i + 1])[0] - embed_poses(model, kp[i - 1:i])[0],
+                               atol=1e-5)
+    np.testing.assert_array_equal(on.targets.pose, off.targets.pose)

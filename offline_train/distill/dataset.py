@@ -3,6 +3,15 @@
 * Weak-pose selection: a row supervises only when its teacher pose's mean joint score is
   ≥ ``threshold``; the motion half of the target (p_t − p_{t−1}) is used only when the
   same track's previous frame is in the store and also confident.
+* Swap-aware motion (default on): the 2D teacher sometimes labels the left joints right
+  between t−1 and t. When p_{t−1} with its left/right joints relabelled (FLIP_PERM, no x
+  negation) is closer to p_t than p_{t−1} itself, the motion target is taken against the
+  teacher's output for the *relabelled* previous pose, so Δp is motion, not a label flip
+  (|Δp|² ≈ 3 where real motion at 60 fps is ~0.004). The relabelling is applied to the
+  teacher's *input* (the stored pose and keypoints), so it is right for any teacher: for
+  ``pose2d`` it is the joint permutation of p_{t−1}; for ``vipe`` it is the VIPE* embedding
+  of the relabelled keypoints (an embedding cannot be permuted). The swap test itself is
+  made on the stored 26-d pose, whatever the teacher. Pose targets are never changed.
 * Split: 20 % of the supervising rows, chosen uniformly at random (seeded), are held out.
 * Sampling: each epoch draws ``epoch_size`` training rows uniformly at random, from a
   generator seeded by (seed, epoch), so a resumed run sees the very same batches.
@@ -19,7 +28,7 @@ import numpy as np
 import torch
 
 from vpd_stream.errors import ConfigError, InputError
-from vpd_stream.skeleton import FEATURE_DIM, flip_features
+from vpd_stream.skeleton import FEATURE_DIM, FLIP_PERM, NUM_JOINTS, flip_features
 
 from ..corpus.store import CorpusStore, VideoStore, open_store
 
@@ -36,6 +45,7 @@ class Targets:
     motion_flip: np.ndarray  # (n, d) its change from the previous frame
     motion_valid: np.ndarray  # (n,) bool
     prev_row: np.ndarray  # (n,) int64 row of p_{t−1} in the same video, or −1
+    swapped: np.ndarray  # (n,) bool: the teacher swapped left and right between t−1 and t
 
 
 class DistillData:
@@ -43,7 +53,8 @@ class DistillData:
 
     def __init__(self, store: str | Path | CorpusStore, *, threshold: float = 0.5, val_fraction: float = 0.2,
                  seed: int = 0, teacher: str = "pose2d",
-                 teacher_fn: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                 teacher_fn: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]] | None = None,
+                 swap_aware_motion: bool = True) -> None:
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"the validation fraction must be in [0, 1), got {val_fraction}")
         self.store = store if isinstance(store, CorpusStore) else open_store(store)
@@ -52,6 +63,7 @@ class DistillData:
         self.threshold = threshold
         self.teacher = teacher
         self.teacher_fn = teacher_fn or pose2d_teacher
+        self.swap_aware_motion = swap_aware_motion
         self._rows: list[int] = []
         parts = [self._video_targets(i, path) for i, path in enumerate(self.paths)]
         self.targets = Targets(*(np.concatenate([getattr(p, f) for p in parts]) for f in Targets.__dataclass_fields__))
@@ -81,12 +93,21 @@ class DistillData:
         has_prev = prev >= 0
         prev_ok = np.zeros(len(rows), bool)
         prev_ok[has_prev] = ok[prev[has_prev]]
+        swapped = np.zeros(len(rows), bool)
+        stored = np.asarray(a["pose"], np.float32)
+        swapped[prev_ok] = teacher_swapped(stored[rows[prev_ok]], stored[prev[prev_ok]])
         motion = np.zeros((len(rows), pose.shape[1]), np.float32)
         motion[prev_ok] = pose[rows[prev_ok]] - pose[prev[prev_ok]]
         motion_f = np.zeros_like(motion)
         motion_f[prev_ok] = pose_f[rows[prev_ok]] - pose_f[prev[prev_ok]]
+        if self.swap_aware_motion and swapped.any():
+            # The teacher's output for the previous frames with left and right relabelled.
+            plain_r, mirrored_r = self.teacher_fn(relabel_left_right(a))
+            cur, before = rows[swapped], prev[swapped]
+            motion[swapped] = pose[cur] - np.asarray(plain_r, np.float32)[before]
+            motion_f[swapped] = pose_f[cur] - np.asarray(mirrored_r, np.float32)[before]
         return Targets(np.full(len(rows), vi, np.int32), rows.astype(np.int64), pose[rows], motion,
-                       pose_f[rows], motion_f, prev_ok, np.where(prev_ok, prev, -1).astype(np.int64))
+                       pose_f[rows], motion_f, prev_ok, np.where(prev_ok, prev, -1).astype(np.int64), swapped)
 
     @property
     def dim(self) -> int:
@@ -225,6 +246,27 @@ class RandomFrameSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return len(range(self.rank, self.epoch_size, self.world))
+
+
+def teacher_swapped(pose: np.ndarray, prev_pose: np.ndarray) -> np.ndarray:
+    """(n,) bool: p_t (n, 26) is closer to p_{t−1} with its left/right joints relabelled
+    (FLIP_PERM, x kept) than to p_{t−1} itself — the teacher swapped sides, not the athlete."""
+    p = np.asarray(pose, np.float32).reshape(-1, NUM_JOINTS, 2)
+    q = np.asarray(prev_pose, np.float32).reshape(-1, NUM_JOINTS, 2)
+    plain = ((p - q) ** 2).sum((1, 2))
+    relabelled = ((p - q[:, FLIP_PERM]) ** 2).sum((1, 2))
+    return relabelled < plain
+
+
+def relabel_left_right(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A video's arrays with every row's left and right joints exchanged (no mirroring):
+    the teacher's input as if it had labelled the sides the other way round."""
+    out = dict(arrays)
+    pose = np.asarray(arrays["pose"], np.float32)
+    out["pose"] = pose.reshape(len(pose), NUM_JOINTS, 2)[:, FLIP_PERM].reshape(pose.shape)
+    if "keypoints" in arrays:
+        out["keypoints"] = np.asarray(arrays["keypoints"])[:, FLIP_PERM]
+    return out
 
 
 def pose2d_teacher(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -9,9 +9,11 @@ store, threshold, validation fraction and seed), the squared L2 error per frame 
 
 as means over all held-out frames and over the frames where the teacher did not swap left
 and right between t−1 and t. Such a swap (p_t closer to p_{t−1} with its left/right joints
-exchanged than to p_{t−1} itself) makes |Δp|² jump to ~3 where a normal frame has ~0.004,
-and no image of frame t can predict it; on a small validation set the few swap frames
-otherwise decide the whole Δp mean. Medians are reported too.
+exchanged than to p_{t−1} itself) makes the plain |Δp|² jump to ~3 where a normal frame has
+~0.004, and no image of frame t can predict it. With ``--swap-aware-motion`` (the default,
+as in ``distill``) the Δp target of such a frame is taken against the relabelled p_{t−1}
+(offline_train.distill.dataset), for every predictor alike; ``--no-swap-aware-motion``
+gives the plain targets. Medians are reported too.
 
     python -m offline_train.distill.report STORE --motion M.safetensors --no-motion N.safetensors
 """
@@ -26,7 +28,6 @@ import numpy as np
 import torch
 
 from vpd_stream.errors import InputError
-from vpd_stream.skeleton import FLIP_PERM, NUM_JOINTS
 
 from .dataset import DistillData, FrameDataset
 from .decoder import MotionDecoder
@@ -34,15 +35,11 @@ from .train import run_dir
 
 
 def teacher_swaps(data: DistillData, idx: np.ndarray) -> np.ndarray:
-    """Rows (of ``idx``, with a Δp target) where the teacher swapped left and right since t−1."""
+    """Rows (of ``idx``, with a Δp target) where the teacher swapped left and right since t−1
+    (dataset.teacher_swapped on the stored poses; the same rows whether or not the Δp
+    targets were made swap-aware)."""
     t = data.targets
-    if data.dim != 2 * NUM_JOINTS:
-        raise InputError("teacher swaps are defined for the 26-d pose teacher only")
-    p = t.pose[idx].reshape(-1, NUM_JOINTS, 2)
-    q = (t.pose[idx] - t.motion[idx]).reshape(-1, NUM_JOINTS, 2)  # p_{t−1}
-    plain = ((p - q) ** 2).sum((1, 2))
-    swapped = ((p - q[:, FLIP_PERM]) ** 2).sum((1, 2))
-    return t.motion_valid[idx] & (swapped < plain)
+    return t.motion_valid[idx] & t.swapped[idx]
 
 
 def _load_decoder(model: str | Path, dim: int) -> MotionDecoder:
@@ -97,13 +94,14 @@ def per_frame_errors(data: DistillData, motion_model: str | Path, nomotion_model
         "nomotion": {"pose": ((pred_n - t.pose[val]) ** 2).sum(1),
                      "motion": ((pred_n[in_m] - prev_n - t.motion[mrows]) ** 2).sum(1)},
     }
-    return {"errors": err, "val_rows": val, "motion_rows": mrows, "swaps": teacher_swaps(data, mrows)}
+    return {"errors": err, "val_rows": val, "motion_rows": mrows, "swaps": teacher_swaps(data, mrows),
+            "swap_aware_motion": data.swap_aware_motion}
 
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
     swaps = result["swaps"]
     out: dict[str, Any] = {"val_frames": int(len(result["val_rows"])), "motion_frames": int(len(result["motion_rows"])),
-                           "teacher_swaps": int(swaps.sum())}
+                           "teacher_swaps": int(swaps.sum()), "swap_aware_motion": bool(result.get("swap_aware_motion", True))}
     for name, e in result["errors"].items():
         out[name] = {"pose": float(e["pose"].mean()), "motion": float(e["motion"].mean()),
                      "motion_without_swaps": float(e["motion"][~swaps].mean()) if (~swaps).any() else float("nan"),
@@ -120,13 +118,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--swap-aware-motion", action=argparse.BooleanOptionalAction, default=True,
+                        help="Δp targets against the relabelled p_{t−1} where the teacher swapped left/right "
+                             "(default; as distill). --no-swap-aware-motion: the plain p_t − p_{t−1}.")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    data = DistillData(args.store, threshold=args.threshold, val_fraction=args.val_fraction, seed=args.seed)
+    data = DistillData(args.store, threshold=args.threshold, val_fraction=args.val_fraction, seed=args.seed,
+                       swap_aware_motion=args.swap_aware_motion)
     s = summarize(per_frame_errors(data, args.motion, args.nomotion))
     print(json.dumps(s, indent=2))
     print(f"\n{s['val_frames']} held-out frames, {s['motion_frames']} with a Δp target, "
-          f"{s['teacher_swaps']} of them teacher left/right swaps\n")
+          f"{s['teacher_swaps']} of them teacher left/right swaps; Δp targets "
+          f"{'swap-aware' if s['swap_aware_motion'] else 'plain (p_t − p_t−1)'}\n")
     print("| predictor | pose p_t | Δp, all | Δp, without swaps | Δp, median |")
     print("|---|---:|---:|---:|---:|")
     for name, label in (("trivial", "trivial: the training mean"), ("motion", "motion student D(F(x_t))"),

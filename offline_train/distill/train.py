@@ -68,6 +68,7 @@ class DistillOptions:
     lr: float = 5e-4
     weight_decay: float = 0.01
     motion: bool = True  # False: the --no-motion ablation (no D, F regresses p_t)
+    swap_aware_motion: bool = True  # Δp against the relabelled p_{t−1} where the teacher swapped sides
     architecture: str = "resnet34"
     seed: int = 0
     loader_workers: int = 2
@@ -190,7 +191,8 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
     rt = make_runtime(opts)
     teacher_fn = resolve_teacher(opts)
     data = DistillData(opts.store, threshold=opts.threshold, val_fraction=opts.val_fraction,
-                       seed=opts.seed, teacher=opts.teacher, teacher_fn=teacher_fn)
+                       seed=opts.seed, teacher=opts.teacher, teacher_fn=teacher_fn,
+                       swap_aware_motion=opts.swap_aware_motion)
     if len(data.val_idx) == 0:
         raise ConfigError("no held-out frames: --val-fraction must be above 0 to choose the best epoch")
     dim = data.dim
@@ -213,7 +215,8 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
     best: dict[str, Any] = {"ma": math.inf, "epoch": -1}
     start_epoch = 0
     fingerprint = {"store_hash": data_hash(data), "teacher": opts.teacher, "motion": opts.motion,
-                   "architecture": opts.architecture, "dim": dim, "seed": opts.seed}
+                   "architecture": opts.architecture, "dim": dim, "seed": opts.seed,
+                   "swap_aware_motion": opts.swap_aware_motion}
     if opts.resume:
         if not state_path.is_file():
             raise InputError(f"--resume: no training state at {state_path}; start without --resume")
@@ -307,6 +310,7 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
                 best = {"ma": ma, "epoch": epoch + 1, **{k: history[-1][k] for k in ("val_loss", "val_pose", "val_motion")}}
                 save_student(net.student, opts.out, teacher=opts.teacher, training_data_hash=fingerprint["store_hash"],
                              extra={"epoch": epoch + 1, "val_loss": val["loss"], "motion": opts.motion,
+                                    "swap_aware_motion": opts.swap_aware_motion,
                                     "threshold": opts.threshold, "store": str(opts.store)})
                 if decoder is not None:
                     from safetensors.torch import save_file
@@ -324,6 +328,7 @@ def distill(opts: DistillOptions) -> dict[str, Any]:
     results = {"best_epoch": best["epoch"], "best": best, "trivial": trivial,
                "train_frames": int(len(data.train_idx)), "val_frames_total": int(len(data.val_idx)),
                "val_frames_evaluated": int(len(val_idx)), "rows": int(data.total_rows), "motion": opts.motion,
+               "swap_aware_motion": opts.swap_aware_motion, "teacher_swaps": int(data.targets.swapped.sum()),
                "threshold": opts.threshold, "epochs": opts.epochs, "epoch_size": opts.epoch_size,
                "history": history}
     if rt.main:
