@@ -159,3 +159,21 @@ def test_stop_drains_and_returns(tmp_path):
     summary = pipeline.run()
     s = summary.streams[0]
     assert 0 < s.processed < 200 and s.processed == s.decoded  # nothing decoded was lost
+
+
+def test_event_printer_shows_the_recognizer_label_and_both_scores() -> None:
+    import io
+
+    from vpd_stream.frame import Event
+    from vpd_stream.sinks import EventPrinter
+
+    out = io.StringIO()
+    printer = EventPrinter(out)
+    printer.write_event(Event("cam", 1, "swing", 0.37, 2, 41, 0.08, 1.64))
+    labelled = Event("cam", 1, "bowl", 0.37, 2, 41, 0.08, 1.64,
+                     extra={"label_score": 0.875302, "detector_label": "swing"})
+    printer.write_event(labelled)
+    assert out.getvalue().splitlines() == [
+        "[cam] 00:00.08–00:01.64 (frames 2–41) track 1: swing score 0.37",
+        "[cam] 00:00.08–00:01.64 (frames 2–41) track 1: bowl 0.88 (swing score 0.37)",
+    ]

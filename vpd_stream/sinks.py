@@ -98,10 +98,13 @@ class EventPrinter(Sink):
 
     def write_event(self, event: Event) -> None:
         who = f"track {event.track_id}" if event.track_id is not None else "scene"
+        what = f"{event.label} score {event.score:.2f}"
+        if "label_score" in event.extra:  # a recognizer named the class: both stages' confidence
+            what = (f"{event.label} {event.extra['label_score']:.2f} "
+                    f"({event.extra.get('detector_label', 'detected')} score {event.score:.2f})")
         self.out.write(
             f"[{event.stream_id}] {_clock(event.start_pts)}–{_clock(event.end_pts)} "
-            f"(frames {event.start_frame}–{event.end_frame}) {who}: {event.label} "
-            f"score {event.score:.2f}\n"
+            f"(frames {event.start_frame}–{event.end_frame}) {who}: {what}\n"
         )
         self.out.flush()
 
