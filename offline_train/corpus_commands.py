@@ -69,6 +69,8 @@ def prepare(videos, out, config_path, workers, ray_address, fps, device, engine,
 @click.option("--batch-size", type=int, default=100, show_default=True)
 @click.option("--lr", type=float, default=5e-4, show_default=True)
 @click.option("--no-motion", is_flag=True, help="Ablation: no decoder D, the student regresses p_t directly.")
+@click.option("--swap-aware-motion/--no-swap-aware-motion", default=True, show_default=True,
+              help="Δp against the left/right-relabelled p_{t−1} where the teacher swapped sides between frames.")
 @click.option("--resume", is_flag=True, help="Continue from MODEL.train/state.pt.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--amp/--no-amp", default=None, help="Mixed precision (default: on for CUDA).")
@@ -83,7 +85,7 @@ def prepare(videos, out, config_path, workers, ray_address, fps, device, engine,
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", count=True)
 def distill(store, out, teacher, vipe_model, threshold, val_fraction, epochs, epoch_size, batch_size, lr,
-            no_motion, resume, device, amp, channels_last, loader_workers, val_frames, seed, threads,
+            no_motion, swap_aware_motion, resume, device, amp, channels_last, loader_workers, val_frames, seed, threads,
             no_augment, architecture, quiet, verbose):
     """Distill the pose teacher into the student F (ResNet-34 on RGB + flow) from STORE."""
     from .distill.train import DistillOptions, distill as run, run_dir
@@ -94,7 +96,7 @@ def distill(store, out, teacher, vipe_model, threshold, val_fraction, epochs, ep
                           lr=lr, motion=not no_motion, seed=seed, loader_workers=loader_workers,
                           val_frames=val_frames, resume=resume, device=device, amp=amp,
                           channels_last=channels_last, augment=not no_augment, threads=threads,
-                          architecture=architecture,
+                          architecture=architecture, swap_aware_motion=swap_aware_motion,
                           progress=not quiet)
     results = run(opts)
     best, trivial = results["best"], results["trivial"]

@@ -403,3 +403,21 @@ def test_swap_aware_motion_with_the_vipe_teacher_embeds_the_relabelled_keypoints
     np.testing.assert_allclose(off.targets.motion[a], embed_poses(model, kp[i:i + 1])[0] - embed_poses(model, kp[i - 1:i])[0],
                                atol=1e-5)
     np.testing.assert_array_equal(on.targets.pose, off.targets.pose)
+
+
+def test_distill_command_line(store, tmp_path):
+    """`vpd-stream distill` passes its options through (swap-aware motion off here) and writes the student."""
+    import json
+
+    from click.testing import CliRunner
+
+    from offline_train.corpus_commands import distill as distill_cmd
+
+    out = tmp_path / "cli.safetensors"
+    args = [str(store), "--out", str(out), "--epochs", "1", "--epoch-size", "2", "--batch-size", "2",
+            "--loader-workers", "0", "--val-frames", "2", "--architecture", "resnet18", "--threads", "1",
+            "--no-swap-aware-motion", "-q"]
+    result = CliRunner().invoke(distill_cmd, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+    assert json.loads((run_dir(out) / "results.json").read_text())["swap_aware_motion"] is False
