@@ -19,10 +19,15 @@ import numpy as np
 from vpd_stream.dtw import DtwIndex
 
 
-def flip_min_costs(queries: list[np.ndarray], index: list[np.ndarray],
+def as_index(index: list[np.ndarray] | DtwIndex) -> DtwIndex:
+    """A built index as is (callers that search one index many times build it once)."""
+    return index if isinstance(index, DtwIndex) else DtwIndex(index)
+
+
+def flip_min_costs(queries: list[np.ndarray], index: list[np.ndarray] | DtwIndex,
                    flip: Callable | None) -> np.ndarray:
     """(Q, N) lowest DTW cost over flip combinations, for an isometric feature-space ``flip``."""
-    idx = DtwIndex(index)
+    idx = as_index(index)
     costs = idx.cost_matrix(queries)
     if flip is not None:
         costs = np.minimum(costs, idx.cost_matrix([flip(q) for q in queries]))
@@ -30,15 +35,17 @@ def flip_min_costs(queries: list[np.ndarray], index: list[np.ndarray],
 
 
 def exact_flip_min_costs(queries: list[np.ndarray], queries_flipped: list[np.ndarray],
-                         index: list[np.ndarray], index_flipped: list[np.ndarray]) -> np.ndarray:
+                         index: list[np.ndarray] | DtwIndex,
+                         index_flipped: list[np.ndarray] | DtwIndex) -> np.ndarray:
     """(Q, N) lowest DTW cost over all four of (q | flip q) × (x | flip x), the flipped
     sequences given (for features whose flip is not an isometry of the feature space)."""
-    if len(queries_flipped) != len(queries) or len(index_flipped) != len(index):
+    plain_idx, mirrored_idx = as_index(index), as_index(index_flipped)
+    if len(queries_flipped) != len(queries) or len(plain_idx.lengths) != len(mirrored_idx.lengths):
         raise ValueError("every query and index sequence needs its flipped counterpart")
     both = list(queries) + list(queries_flipped)
     q = len(queries)
-    plain = DtwIndex(index).cost_matrix(both)
-    mirrored = DtwIndex(index_flipped).cost_matrix(both)
+    plain = plain_idx.cost_matrix(both)
+    mirrored = mirrored_idx.cost_matrix(both)
     return np.minimum.reduce([plain[:q], plain[q:], mirrored[:q], mirrored[q:]])
 
 

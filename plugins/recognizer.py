@@ -23,6 +23,7 @@ from offline_train.nns import exact_flip_min_costs, flip_min_costs
 from offline_train.recognition import predict_proba
 from vpd_stream.skeleton import flip_features
 from vpd_stream.annotations import feature_vector
+from vpd_stream.dtw import DtwIndex
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Event, Frame
 from vpd_stream.models.head_io import load_heads
@@ -68,6 +69,9 @@ class RecognizerPlugin(Plugin):
             source = load_nns_index(self.options.index)
             self.index, meta = source, source.meta
             self.classes, self.dim = source.classes, source.dim
+            # Normalized and packed once, searched for every event.
+            self.dtw_index = DtwIndex(source.seqs)
+            self.dtw_index_flipped = DtwIndex(source.flipped) if source.flipped is not None else None
         else:
             bundle = load_heads(self.options.weights or DEFAULT_RECOGNIZER, kind="recognizer")
             # Every network runs through engines/; the torch engine is the heads' reference backend.
@@ -142,9 +146,9 @@ class RecognizerPlugin(Plugin):
 
     def _classify_nns(self, seqs: list[np.ndarray], flipped: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
         if flipped is not None:  # embeddings: their flip is no isometry, so all four combinations
-            costs = exact_flip_min_costs(seqs, flipped, self.index.seqs, self.index.flipped)
+            costs = exact_flip_min_costs(seqs, flipped, self.dtw_index, self.dtw_index_flipped)
         else:
-            costs = flip_min_costs(seqs, self.index.seqs, self.flip)
+            costs = flip_min_costs(seqs, self.dtw_index, self.flip)
         k = min(self.options.neighbours, costs.shape[1])
         nearest = np.argsort(costs, axis=1, kind="stable")[:, :k]
         best = self.index.labels[nearest[:, 0]]
