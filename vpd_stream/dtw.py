@@ -72,6 +72,21 @@ def _feasible(n: int, m: int) -> bool:
 # and (r + 3) % 4 in G, so G's slots for rows -3..-1 are 0..2.
 # Group frames F: block of shape (K4, Mg, LANES) at F[gfo:], element (k, j, l).
 # ---------------------------------------------------------------------------------------
+@njit(cache=True, nogil=True, inline="always")
+def _passed(blo, bhi, n: int, end: int, start: int, cols: int, back: int,
+            dlo: int, dhi: int) -> tuple[int, int]:
+    """Widen row i's local-cost range [dlo, dhi] by the cells a 3-cell step passes through:
+    the step leaves a band cell of row ``start`` and lands ``cols`` columns on, in a band
+    cell of row ``end``, passing row i ``back`` columns before its landing column."""
+    if start < 0 or end >= n:
+        return dlo, dhi
+    a = max(blo[end], blo[start] + cols)
+    b = min(bhi[end], bhi[start] + cols)
+    if a > b:
+        return dlo, dhi
+    return min(dlo, a - back), max(dhi, b - back)
+
+
 @njit(cache=True, nogil=True, fastmath={"contract"})
 def _group_cost(q: np.ndarray, qo: int, n: int, K: int, F: np.ndarray, gfo: int, Mg: int,
                 ms: np.ndarray, D: np.ndarray, G: np.ndarray, W: int, blo: np.ndarray,
@@ -104,32 +119,10 @@ def _group_cost(q: np.ndarray, qo: int, n: int, K: int, F: np.ndarray, gfo: int,
         # through on their way from a band cell (a finite g) to a band cell of row i, i+1
         # or i+2. Every other cell a step reads is paired with +inf (an earlier value of the
         # ring buffer is left there: always finite, so the sum stays +inf).
-        dlo = lo
-        dhi = hi
-        if i >= 2:  # step (-2, -3) ending in row i passes (i, j-1)
-            a = max(lo, blo[i - 2] + 3)
-            b = min(hi, bhi[i - 2] + 3)
-            if a <= b:
-                dlo = min(dlo, a - 1)
-                dhi = max(dhi, b - 1)
-        if i >= 1 and i + 1 < n:  # step (-2, -3) ending in row i+1 passes (i, j-2)
-            a = max(blo[i + 1], blo[i - 1] + 3)
-            b = min(bhi[i + 1], bhi[i - 1] + 3)
-            if a <= b:
-                dlo = min(dlo, a - 2)
-                dhi = max(dhi, b - 2)
-        if i >= 2 and i + 1 < n:  # step (-3, -2) ending in row i+1 passes (i, j)
-            a = max(blo[i + 1], blo[i - 2] + 2)
-            b = min(bhi[i + 1], bhi[i - 2] + 2)
-            if a <= b:
-                dlo = min(dlo, a)
-                dhi = max(dhi, b)
-        if i >= 1 and i + 2 < n:  # step (-3, -2) ending in row i+2 passes (i, j-1)
-            a = max(blo[i + 2], blo[i - 1] + 2)
-            b = min(bhi[i + 2], bhi[i - 1] + 2)
-            if a <= b:
-                dlo = min(dlo, a - 1)
-                dhi = max(dhi, b - 1)
+        dlo, dhi = _passed(blo, bhi, n, i, i - 2, 3, 1, lo, hi)  # (-2, -3) ending in row i: (i, j-1)
+        dlo, dhi = _passed(blo, bhi, n, i + 1, i - 1, 3, 2, dlo, dhi)  # (-2, -3) ending in row i+1: (i, j-2)
+        dlo, dhi = _passed(blo, bhi, n, i + 1, i - 2, 2, 0, dlo, dhi)  # (-3, -2) ending in row i+1: (i, j)
+        dlo, dhi = _passed(blo, bhi, n, i + 2, i - 1, 2, 1, dlo, dhi)  # (-3, -2) ending in row i+2: (i, j-1)
         drow = (i % _RING) * WL + _PAD * L
         # an even number of columns: the vectorized loop (8 doubles a turn) leaves no scalar remainder
         nx = _U(((dhi + 2 - dlo) // 2) * 2 * L)
