@@ -67,9 +67,9 @@ class RecognizerPlugin(Plugin):
         super().setup(context)
         if self.options.method == "nns":
             source = load_nns_index(self.options.index)
-            self.index, meta = source, source.meta
+            meta, self.index_labels = source.meta, source.labels
             self.classes, self.dim = source.classes, source.dim
-            # Normalized and packed once, searched for every event.
+            # Normalized and packed once, searched for every event (the raw sequences are not kept).
             self.dtw_index = DtwIndex(source.seqs)
             self.dtw_index_flipped = DtwIndex(source.flipped) if source.flipped is not None else None
         else:
@@ -85,7 +85,7 @@ class RecognizerPlugin(Plugin):
         self.flip = flip_features if (self.options.flip_tta and self.options.features == "pose") else None
         # Embeddings carry their own flipped view (the student's output on the mirrored crop).
         self.carried_flip = self.options.flip_tta and self.options.features == "embedding"
-        if self.options.method == "nns" and self.carried_flip and self.index.flipped is None:
+        if self.options.method == "nns" and self.carried_flip and self.dtw_index_flipped is None:
             raise ConfigError("recognizer: this NNS index has no flipped embeddings; rebuild it with them "
                               "or set flip_tta = false")
 
@@ -151,8 +151,8 @@ class RecognizerPlugin(Plugin):
             costs = flip_min_costs(seqs, self.dtw_index, self.flip)
         k = min(self.options.neighbours, costs.shape[1])
         nearest = np.argsort(costs, axis=1, kind="stable")[:, :k]
-        best = self.index.labels[nearest[:, 0]]
-        return best, (self.index.labels[nearest] == best[:, None]).mean(1)
+        best = self.index_labels[nearest[:, 0]]
+        return best, (self.index_labels[nearest] == best[:, None]).mean(1)
 
     def _sequence(self, stream_id: str, ev: Event) -> np.ndarray | None:
         """The event's features frame by frame; gaps hold the last seen (or next) feature."""
