@@ -87,11 +87,15 @@ class NativeStderrFilter:
         os.close(read_end)
 
     def _write(self, data: bytes) -> bool:
-        try:
-            os.write(self._saved, data) if self._saved is not None else None
+        """Forward to the real stderr; False if writing failed. After stop() the relay only
+        drains (a late writer, e.g. a child process, must not meet a closed pipe)."""
+        if self._saved is None:
             return True
+        try:
+            os.write(self._saved, data)
         except OSError:
             return False
+        return True
 
     def stop(self) -> None:
         """Put the real stderr back and let the relay drain what was already written."""
