@@ -36,7 +36,7 @@ def export(checkpoint: str | None, output: str, precision: str, opset: int, rand
            dim: int, calibration_videos: str | None, calibration_crops: int, force: bool) -> None:
     """Write the student CHECKPOINT (.safetensors + sidecar) as an ONNX model with a dynamic batch."""
     from engines.export import export_student
-    from plugins.student import resolve_student
+    from vpd_stream.models.student_loading import resolve_student
 
     if checkpoint is None and not random_init:
         raise ConfigError("give a CHECKPOINT (.safetensors from `vpd-stream distill`) or --random-init")

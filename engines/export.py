@@ -104,10 +104,3 @@ def export_student(model: nn.Module, path: str | Path, *, precision: str = "fp32
     return export_onnx(model, student_example_inputs(config.input_size), path,
                        output_names=list(model.output_names), precision=precision, opset=opset,
                        metadata=meta)
-
-
-def onnx_metadata(path: str | Path) -> dict[str, str]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}

@@ -87,7 +87,7 @@ def train_recognizer_cmd(data: Path | None, out: Path | None, epochs: int, arch:
 @click.option("--threads", type=int, default=1, show_default=True)
 def train_detector_cmd(data: Path | None, out: Path | None, steps: int, folds: int, threads: int) -> None:
     """Swing detector (tennis/baseball/golf swings vs the other Penn classes), 5-fold ensemble."""
-    from .detection import train_default_detector
+    from .action_detection import train_default_detector
 
     _threads(threads)
     train_default_detector(data or _default_data(), out, steps, folds, " ".join(["vpd-stream train detector", *sys.argv[3:]]))

@@ -73,7 +73,7 @@ def model_paths(model: str, concat: str | None = None) -> list[str]:
 
 def embed_rows(engines, rgb: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings of crops and of their mirrors, batched exactly as the student plugin does."""
-    from plugins.student import embed_with_mirror
+    from engines.student import embed_with_mirror
 
     if not isinstance(engines, (list, tuple)):
         engines = [engines]
@@ -82,7 +82,8 @@ def embed_rows(engines, rgb: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, 
 
 def embed_store(opts: EmbedOptions) -> dict[str, Any]:
     from engines import BACKENDS
-    from plugins.student import check_concat, concat_sidecar, resolve_student, student_engine
+    from engines.student import student_engine
+    from vpd_stream.models.student_loading import check_concat, concat_sidecar, resolve_student
 
     if opts.engine not in BACKENDS:
         raise ConfigError(f"unknown engine '{opts.engine}'; choose one of {', '.join(BACKENDS)}")

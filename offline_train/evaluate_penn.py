@@ -14,13 +14,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .detection import (SWING_CLASSES, TIOUS, DetectorTrainConfig, activations, ap_table,
+from .action_detection import (SWING_CLASSES, TIOUS, DetectorTrainConfig, activations, ap_table,
                         concat_sequences, mean_action_length, proposals, train_ensemble)
 from .features import get_feature_set
 from .fewshot import KS, penn_splits
-from .nns import flip_min_costs, nns_predict
+from vpd_stream.heads.nns import flip_min_costs, nns_predict
 from .penn_action import VIEWS, load_penn_action
-from .recognition import TrainConfig, predict_proba, train_recognizer
+from vpd_stream.heads.ensemble import predict_proba
+from .recognition import TrainConfig, train_recognizer
 from .retrieval import precision_at_k
 
 PAPER_NNS_TOP1 = 98.2  # VPD supplement, section G (view-invariant pose embedding)

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from vpd_stream.heads.ensemble import predict_proba
 from vpd_stream.models.heads import HeadConfig, Recognizer, pad_batch
 
 
@@ -57,39 +58,6 @@ def length_batches(lengths: np.ndarray, idx: np.ndarray, batch_size: int,
 def _crop_to(seq: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
     start = int(rng.integers(0, len(seq) - t + 1))
     return seq[start:start + t]
-
-
-@torch.no_grad()
-def predict_proba(models: list[Callable], seqs: list[np.ndarray], flip: Callable | None,
-                  batch_size: int = 100, flipped: list[np.ndarray] | None = None) -> np.ndarray:
-    """Class probabilities, summed over the flip views and averaged over an ensemble.
-
-    The flipped view is ``flip(seq)``, or ``flipped[i]`` when given (embeddings carry theirs).
-
-    Sequences are batched only with others of exactly the same length, so a result never
-    depends on which other sequences happen to share its batch.
-    """
-    out = []
-    lengths = np.array([len(s) for s in seqs])
-    groups = [np.flatnonzero(lengths == n) for n in np.unique(lengths)]
-    for idx in (g[s:s + batch_size] for g in groups for s in range(0, len(g), batch_size)):
-        views = [[seqs[i] for i in idx]]
-        if flipped is not None:
-            views.append([flipped[i] for i in idx])
-        elif flip is not None:
-            views.append([flip(seqs[i]) for i in idx])
-        p = 0
-        for model in models:  # an nn.Module, or any callable (x, lengths) -> logits (an engine)
-            if isinstance(model, torch.nn.Module):
-                model.eval()
-            for v in views:
-                x, lengths = pad_batch(v)
-                p = p + model(x, lengths).softmax(-1)
-        out.append((idx, (p / len(models)).numpy()))
-    probs = np.zeros((len(seqs), out[0][1].shape[1]), dtype=np.float32)
-    for idx, p in out:
-        probs[idx] = p
-    return probs
 
 
 def train_recognizer(seqs: list[np.ndarray], labels: np.ndarray, num_classes: int,

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 
 from engines import create_engine
-from offline_train.nns import exact_flip_min_costs, flip_min_costs
-from offline_train.recognition import predict_proba
 from vpd_stream.skeleton import flip_features
 from vpd_stream.annotations import feature_vector
 from vpd_stream.dtw import DtwIndex
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Event, Frame
+from vpd_stream.heads.ensemble import predict_proba
+from vpd_stream.heads.nns import exact_flip_min_costs, flip_min_costs
 from vpd_stream.models.head_io import load_heads
 from vpd_stream.models.nns_index import load_nns_index
 from vpd_stream.plugin import Plugin, PluginContext

@@ -1,9 +1,9 @@
 """tracker: find people, follow them with norfair, and pick the athlete(s) among them.
 
-A person detector (vpd_stream.detection) runs every ``detect_every`` frames; norfair's
+A person detector (plugins.person_detector) runs every ``detect_every`` frames; norfair's
 Kalman filters carry the boxes in between and keep identities (IoU matching). Optional
 camera-motion compensation (norfair's MotionEstimator) helps panning broadcast cameras.
-Athlete selection (vpd_stream.athlete) scores each track by size, age, motion and an
+Athlete selection (plugins.athlete_selection) scores each track by size, age, motion and an
 optional region of interest, with hysteresis so the choice does not flicker.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from vpd_stream.annotations import Track
-from vpd_stream.athlete import AthleteSelector, SelectionParams
-from vpd_stream.detection import DETECTORS, PersonDetector, make_detector
+from plugins.athlete_selection import AthleteSelector, SelectionParams
+from plugins.person_detector import DETECTORS, PersonDetector, make_detector
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Frame
 from vpd_stream.plugin import Plugin, PluginContext

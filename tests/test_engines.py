@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from engines import create_engine, run_chunked
 from engines.cache import TensorRTKey, cache_dir, onnx_cache_path
 from engines.commands import export as export_command
-from engines.export import onnx_metadata
+from vpd_stream.models.student_loading import onnx_metadata
 from engines.onnxruntime_engine import OnnxRuntimeEngine
 from engines.torch_engine import TorchEngine
 from plugins.student import StudentPlugin
@@ -227,7 +227,7 @@ def test_student_plugin_embeds_every_track_across_streams(ort_plugin, student) -
     frames = _frames(2, 2, 1)
     frames[0].annotations["flow"].pop(1)  # a track without flow yet gets no embedding
     plugin.process(frames)
-    from plugins.student import flip_inputs
+    from vpd_stream.models.student_loading import flip_inputs
 
     keys = [(f, t) for f in frames for t in f.annotations["flow"]]
     rgb = np.stack([f.annotations["crop"][t].rgb for f, t in keys])

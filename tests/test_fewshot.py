@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from offline_train.detection import average_precision, proposals, shape_interval
+from offline_train.action_detection import average_precision
+from vpd_stream.heads.intervals import proposals, shape_interval
 from offline_train.fewshot import KS, NUM_SPLITS, make_splits, penn_splits_path, read_splits
-from offline_train.nns import flip_min_costs, nns_predict
+from vpd_stream.heads.nns import flip_min_costs, nns_predict
 
 
 def test_committed_splits_are_k_per_class() -> None:
@@ -69,7 +70,8 @@ def test_proposals_and_ap() -> None:
 def test_train_recognizer_tiny_learns_separable_classes() -> None:
     import torch
 
-    from offline_train.recognition import TrainConfig, predict_proba, train_recognizer
+    from offline_train.recognition import TrainConfig, train_recognizer
+    from vpd_stream.heads.ensemble import predict_proba
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

@@ -20,7 +20,8 @@ import torch
 from click.testing import CliRunner
 
 from engines.commands import export as export_command
-from engines.export import export_student, onnx_metadata
+from engines.export import export_student
+from vpd_stream.models.student_loading import onnx_metadata
 from engines.onnxruntime_engine import OnnxRuntimeEngine
 from engines.quantize import (RANK_TIE, CropSet, check_int8, load_real_crops, nearest_neighbours,
                               quantize_int8, relative_error, split_by_video)

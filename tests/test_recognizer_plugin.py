@@ -50,7 +50,7 @@ def test_labels_events_with_class_and_score(tmp_path) -> None:
         assert 0.0 < ev.extra["label_score"] <= 1.0
         seq = feats[s:e + 1].copy()
         seq[15 - s:16 - s] = feats[14] if s <= 15 <= e else seq[15 - s:16 - s]
-        from offline_train.recognition import predict_proba
+        from vpd_stream.heads.ensemble import predict_proba
         from vpd_stream.skeleton import flip_features
         p = predict_proba([model], [seq], flip_features)[0]
         assert ev.label == ["a", "b", "c"][int(np.argmax(p))]
@@ -64,7 +64,7 @@ def test_bigru_runs_through_the_torch_engine(tmp_path) -> None:
 
 
 def test_nns_method_labels_by_nearest_index_sequence(tmp_path) -> None:
-    from offline_train.nns import flip_min_costs, nns_predict
+    from vpd_stream.heads.nns import flip_min_costs, nns_predict
     from vpd_stream.models.nns_index import NnsIndex, save_nns_index
     from vpd_stream.skeleton import flip_features
 
@@ -128,7 +128,7 @@ def test_nns_index_command_and_plugin_on_penn_action(tmp_path, data_dir) -> None
     from cli_helpers import assert_clean_error, run_cli
 
     from offline_train.features import get_feature_set
-    from offline_train.nns import flip_min_costs, nns_predict
+    from vpd_stream.heads.nns import flip_min_costs, nns_predict
     from offline_train.penn_action import CLASSES, load_penn_action
     from vpd_stream.models.nns_index import load_nns_index
 
@@ -157,8 +157,8 @@ def test_nns_index_command_and_plugin_on_penn_action(tmp_path, data_dir) -> None
 
 def test_embedding_features_use_their_carried_flipped_view(tmp_path) -> None:
     """Student embeddings flip by the student's own flipped output, for the BiGRU and for NNS."""
-    from offline_train.nns import exact_flip_min_costs, nns_predict
-    from offline_train.recognition import predict_proba
+    from vpd_stream.heads.nns import exact_flip_min_costs, nns_predict
+    from vpd_stream.heads.ensemble import predict_proba
     from vpd_stream.annotations import Embedding
     from vpd_stream.models.nns_index import NnsIndex, save_nns_index
 

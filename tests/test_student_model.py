@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from plugins.student import flip_inputs
+from vpd_stream.models.student_loading import flip_inputs
 from vpd_stream import flowcodec
 from vpd_stream.errors import ModelError
 from vpd_stream.models.checkpoint import load_student, save_student, sidecar_path

@@ -8,8 +8,8 @@ import pytest
 
 from plugins.tracker import TrackerPlugin
 from vpd_stream.annotations import Track
-from vpd_stream.athlete import AthleteSelector, SelectionParams, roi_overlap
-from vpd_stream.detection import PersonDetection
+from plugins.athlete_selection import AthleteSelector, SelectionParams, roi_overlap
+from plugins.person_detector import PersonDetection
 from vpd_stream.errors import ConfigError, ModelError
 from vpd_stream.frame import EndOfStream, Frame
 
@@ -141,7 +141,7 @@ def test_onnx_detector_io(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     path = tmp_path / "det.onnx"
     onnx.save(model, str(path))
-    from vpd_stream.detection import OnnxDetector
+    from plugins.person_detector import OnnxDetector
 
     dets = OnnxDetector(str(path), min_score=0.5).detect(np.zeros((640, 960, 3), np.uint8))
     assert len(dets) == 1  # the non-person and the low score are dropped

@@ -40,7 +40,8 @@ def parse_config(text: str) -> tuple[int, int, int, str]:
 
 def window_cache(seqs, engine, window: int, base: int, cache: Path, key: str) -> list[dict]:
     """Activations of window_spans(n, window, base) and the tail window of every sequence."""
-    from plugins.detector import run_windows, window_spans
+    from plugins.detector import run_windows
+    from vpd_stream.heads.windows import window_spans
 
     path = cache / f"windows_{key}_w{window}_b{base}.npz"
     if path.is_file():
@@ -70,7 +71,7 @@ def window_cache(seqs, engine, window: int, base: int, cache: Path, key: str) ->
 
 def online_activations(n: int, cached: dict, window: int, stride: int, lookahead: int, weighting: str) -> np.ndarray:
     """The plugin's activations for one configuration, from the cached grid windows."""
-    from plugins.detector import combine_windows, tail_span, window_spans
+    from vpd_stream.heads.windows import combine_windows, tail_span, window_spans
 
     acts_by_end = {}
     all_acts = list(cached["head"]) + list(cached["acts"])
@@ -85,8 +86,8 @@ def online_activations(n: int, cached: dict, window: int, stride: int, lookahead
 def emitted_latencies(act: np.ndarray, gts: list[tuple[int, int]], mean_len: float, threshold: float,
                       window: int, stride: int, lookahead: int, min_len: int = 3) -> list[int]:
     """Frames from the matched true interval's end to the event's emission, per matched event."""
-    from offline_train.detection import runs_above, shape_interval
-    from plugins.detector import final_after
+    from vpd_stream.heads.intervals import runs_above, shape_interval
+    from vpd_stream.heads.windows import final_after
 
     n = len(act)
     look = window - 1 if lookahead < 0 else min(lookahead, window - 1)
@@ -113,7 +114,8 @@ def main() -> None:
                     "against the plugin's batch reference run directly (0 = skip)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from offline_train.detection import SWING_CLASSES, activations, ap_table, concat_sequences, proposals
+    from offline_train.action_detection import SWING_CLASSES, activations, ap_table, concat_sequences
+    from vpd_stream.heads.intervals import proposals
     from offline_train.features import get_feature_set
     from offline_train.penn_action import load_penn_action
     from plugins.detector import DEFAULT_DETECTOR, DetectorPlugin, ensemble_engine, sliding_window_activations

@@ -102,7 +102,7 @@ def bench_resolution(video: Path, height: int, frames: int, raft_frames: int) ->
     from plugins.flow import FlowPlugin
     from plugins.pose import PosePlugin
     from plugins.tracker import TrackerPlugin
-    from vpd_stream.detection import BlazePoseDetector, HogDetector
+    from plugins.person_detector import BlazePoseDetector, HogDetector
 
     clip = list(decode(video, limit=frames, height=height))
     rgbs = [f.rgb for f in clip]

@@ -189,7 +189,8 @@ def run_bigru(root: Path, data: PennMaps, out: Path, quick: bool, log: Callable[
               bigru_weights: Path | None = None) -> dict:
     """The issue-5 BiGRU on normalized 2D joints, trained through its own functions; logits for fusion."""
     from ..features import get_feature_set
-    from ..recognition import TrainConfig as GruConfig, predict_proba, train_recognizer
+    from vpd_stream.heads.ensemble import predict_proba
+    from ..recognition import TrainConfig as GruConfig, train_recognizer
 
     fs = get_feature_set("pose2d")
     clips = {c.clip_id: c for c in load_penn_action(root, limit=120 if quick else None)}

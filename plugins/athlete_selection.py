@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .annotations import Track
+from vpd_stream.annotations import Track
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from .errors import ConfigError, ModelError
+from vpd_stream.errors import ConfigError, ModelError
 
 DETECTORS = ("blazepose", "hog", "onnx")
 

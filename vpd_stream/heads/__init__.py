@@ -1,0 +1,1 @@
+"""The head mathematics the stream runs live (and offline evaluation reuses)."""
