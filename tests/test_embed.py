@@ -183,7 +183,7 @@ def real_store(videos_dir, tmp_path_factory):
 def test_embed_equals_the_live_pipeline_on_real_video(corpus, second_student, real_store, students, tmp_path):
     """prepare → embed, against `run` with tracker,crop,flow,student on the same file and engine:
     a 26-d (2D-VPD-shaped) student, a 32-d VI-VPD-shaped one, and the two concatenated."""
-    from vpd_stream.cli import build_plugins
+    from vpd_stream.runner import build_plugins
     from vpd_stream.config import config_from_dict
     from vpd_stream.pipeline import Pipeline
     from vpd_stream.sinks import Sink

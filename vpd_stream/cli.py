@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-import signal
 import sys
 import threading
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import DEFAULT_CHAIN, Config, _Locator, build_dataclass, coerce, load_config
+from .config import DEFAULT_CHAIN, Config, coerce, load_config
 from .errors import ConfigError, PluginError, VpdError
 
 log = logging.getLogger("vpd_stream")
@@ -129,29 +128,6 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     log.setLevel(level)
 
 
-def build_plugins(config: Config) -> list:
-    from .plugin import load_plugin_class
-
-    locate = _Locator(config.path or "<config>", config.text)
-    known = {}
-    for name in config.pipeline.chain:
-        known[name] = load_plugin_class(name)
-    for name in config.plugins:
-        if name not in known:
-            known[name] = load_plugin_class(name)  # a table for an unknown plugin is a mistake
-    plugins = []
-    for name in config.pipeline.chain:
-        cls = known[name]
-        options = build_dataclass(cls.Options, config.plugins.get(name, {}), f"plugins.{name}", locate)
-        try:
-            plugins.append(cls(options))
-        except VpdError:
-            raise
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"[plugins.{name}]: {exc}") from None
-    return plugins
-
-
 @cli.command()
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML configuration file.")
@@ -205,68 +181,33 @@ def run(sources: tuple[str, ...], config_path, chain, out, annotate, metrics_por
 def execute(config: Config, specs: list[str], out: str | None = None, annotate: str | None = None,
             max_frames: int | None = None, frames: bool = True, quiet: bool = False):
     """Build and run one pipeline; print progress and a summary. Returns the RunSummary."""
-    from .metrics import Metrics
-    from .pipeline import Pipeline
-    from .plugin import PluginContext, validate_chain
+    from . import runner
     from .sinks import EventPrinter, JsonlSink
-    from .sources import VideoSource, stream_names
 
     p = config.pipeline
-    plugins = build_plugins(config)
-    validate_chain(plugins)  # before any file is opened (Pipeline checks again for library use)
-    sources = [VideoSource(spec, name, config.source, p.fps, max_frames=max_frames)
-               for spec, name in zip(specs, stream_names(specs))]
-    if sum(s.kind == "stdin" for s in sources) > 1:
-        raise ConfigError("standard input (-) can be given only once")
-    for source in sources:
-        source.check()  # missing, empty, not-a-video files fail here, before anything is written
-    metrics = Metrics()
-    sinks: list[Any] = []
-    if out:
-        sinks.append(JsonlSink(out, frames=frames and config.output.frames, events=config.output.events))
-    if out != "-":
-        sinks.append(EventPrinter())
-    if annotate:
-        from .annotate import AnnotatedVideoSink
 
-        sinks.append(AnnotatedVideoSink(annotate, config.output.annotate_stream, p.fps))
-    context = PluginContext(device=p.device, engine=p.engine, target_fps=p.fps, metrics=metrics,
-                            model_dir=p.model_dir)
-    pipeline = Pipeline(sources, plugins, sinks, metrics, context, queue_size=p.queue_size,
-                        stall_timeout=config.source.stall_timeout)
-    for source in sources:
-        source.on_reconnect = lambda sid: metrics.label(metrics.reconnects, stream=sid).inc()
-    try:
-        metrics.serve(config.metrics.port, config.metrics.host)
-    except OSError as exc:
-        raise ConfigError(f"cannot serve metrics on {config.metrics.host}:{config.metrics.port}: {exc.strerror or exc}") from None
-    interrupted = threading.Event()
+    def sinks() -> list[Any]:  # built once the chain and every source are checked
+        made: list[Any] = []
+        if out:
+            made.append(JsonlSink(out, frames=frames and config.output.frames, events=config.output.events))
+        if out != "-":
+            made.append(EventPrinter())
+        if annotate:
+            from .annotate import AnnotatedVideoSink
 
-    def on_sigint(signum, frame):  # first Ctrl-C drains, a second one quits at once
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        interrupted.set()
-        if not quiet:
-            click.echo("\ninterrupted: draining queued frames (Ctrl-C again to quit now)", err=True)
-        pipeline.stop()
+            made.append(AnnotatedVideoSink(annotate, config.output.annotate_stream, p.fps))
+        return made
 
-    previous = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    pipeline = runner.build_pipeline(config, specs, sinks, max_frames=max_frames)
     progress = None if quiet else _Progress(pipeline)
+    if progress:
+        progress.start()
     try:
-        if progress:
-            progress.start()
-        summary = pipeline.run()
+        summary = runner.run(pipeline, quiet=quiet, metrics_port=config.metrics.port,
+                             metrics_host=config.metrics.host, echo=lambda text: click.echo(text, err=True))
     finally:
         if progress:
             progress.stop()
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-        metrics.shutdown()
-    summary.interrupted = interrupted.is_set()
-    if summary.interrupted:  # a stream cut short by Ctrl-C is not an error
-        for s in summary.streams:
-            if s.error and "interrupted" in s.error:
-                s.error = None
     if not quiet:
         _print_summary(summary)
     if summary.error:
