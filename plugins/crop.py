@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vpd_stream.annotations import Crop
+from vpd_stream.annotations import Crop, Key
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Frame
 from vpd_stream.plugin import Plugin
@@ -61,8 +61,8 @@ def crop_square(image: np.ndarray, square: np.ndarray, size: int = 128) -> np.nd
 
 class CropPlugin(Plugin):
     name = "crop"
-    requires = ("tracks",)
-    provides = ("crop",)
+    requires = (Key.TRACKS,)
+    provides = (Key.CROP,)
     description = "128×128 square crops of the athlete(s), current and previous frame"
     batch_size = 8
 

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from engines import Engine, create_engine, run_chunked
-from vpd_stream.annotations import feature_vector
+from vpd_stream.annotations import Key, feature_vector
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Event, Frame
 from vpd_stream.heads.intervals import shape_interval
@@ -133,8 +133,8 @@ class TrackState:
 
 class DetectorPlugin(Plugin):
     name = "detector"
-    requires = ("tracks", "pose")
-    provides = ("activation",)
+    requires = (Key.TRACKS, Key.POSE)
+    provides = (Key.ACTIVATION, Key.EVENTS)
     description = "online sliding-window BiGRU action detection per athlete track (events)"
     batch_size = 8
 
@@ -167,7 +167,7 @@ class DetectorPlugin(Plugin):
             raise ConfigError(f"detector: weighting must be one of {', '.join(WEIGHTINGS)}, not {o.weighting!r}")
         if o.max_batch < 1:
             raise ConfigError(f"detector: max_batch must be at least 1, not {o.max_batch}")
-        self.requires = ("tracks", o.features)
+        self.requires = (Key.TRACKS, o.features)
         self.lookahead = o.window - 1 if o.lookahead < 0 else min(o.lookahead, o.window - 1)
         self.states: dict[str, dict[int, TrackState]] = {}
         self.models: list[torch.nn.Module] = []

@@ -14,6 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vpd_stream.annotations import Key
 from vpd_stream.errors import ConfigError, ModelError
 from vpd_stream.flowcodec import FLOW_CLIP, dequantize_flow, encode_flow
 from vpd_stream.frame import Frame
@@ -99,8 +100,8 @@ def find_raft_weights(explicit: str | None, variant: str, model_dir: str | None)
 
 class FlowPlugin(Plugin):
     name = "flow"
-    requires = ("crop",)
-    provides = ("flow",)
+    requires = (Key.CROP,)
+    provides = (Key.FLOW,)
     description = "optical flow of each crop (DIS or RAFT), minus median, clipped ±20 px, 8-bit"
     batch_size = 16
 
@@ -131,8 +132,7 @@ class FlowPlugin(Plugin):
             self._flow = RaftFlow(weights, o.raft_variant, o.raft_iterations, context.device)
 
     def process(self, batch: list[Frame]) -> None:
-        if self._flow is None:
-            self.setup(self.context)
+        assert self._flow is not None, "setup() was not called"
         keys: list[tuple[int, int]] = []
         prevs: list[np.ndarray] = []
         curs: list[np.ndarray] = []

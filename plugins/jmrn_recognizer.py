@@ -4,9 +4,9 @@ It keeps, per stream and track, the recent poses (frame index → 13 keypoints).
 event (a detection) passes in ``frame.events`` or, at the end of a stream, in
 ``eos.events``, the poses of the event's track inside [start, end] become one aggregated
 heatmap clip, and JMRN classifies it (flip test-time averaging). The class goes to
-``event.label`` (the detector's own label is kept in ``extra["detector_label"]``, the class
-probability in ``extra["label_score"]``: the BiGRU recognizer's convention, so it leaves
-such events alone), ``extra["jmrn"]`` holds the class, its probability and the top-3, and
+``event.label`` (``Event.relabel``: the detector's own label is kept in ``detector_label``,
+the class probability in ``label_score``, so the BiGRU recognizer leaves such events
+alone), ``extra["jmrn"]`` holds the class, its probability and the top-3, and
 the frame's ``"label"`` annotation maps track id → class for the per-frame record.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vpd_stream.annotations import Key
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Event, Frame
 from vpd_stream.heatmaps import HeatmapConfig, clip_heatmaps, flip_heatmaps
@@ -29,8 +30,8 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "jmrn_default.sa
 
 class JmrnRecognizerPlugin(Plugin):
     name = "jmrn"
-    requires = ("tracks", "pose")
-    provides = ("label",)
+    requires = (Key.TRACKS, Key.POSE, Key.EVENTS)
+    provides = (Key.LABEL,)
     description = "labels detected intervals with JMRN on the track's teacher-pose heatmaps"
     batch_size = 16
 
@@ -126,9 +127,7 @@ class JmrnRecognizerPlugin(Plugin):
                                    "top3": [[self.classes[i], round(float(probs[i]), 6)] for i in top],
                                    "frames": int(len(kp))}
             if self.options.set_label:
-                event.extra.setdefault("detector_label", event.label)
-                event.label = self.classes[best]
-                event.extra["label_score"] = round(float(probs[best]), 6)
+                event.relabel(self.classes[best], probs[best])
 
     def describe(self, frame: Frame) -> dict[str, Any]:
         labels = frame.annotations.get("label")

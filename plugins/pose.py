@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from plugins.crop import crop_square, square_box
-from vpd_stream.annotations import Pose
+from vpd_stream.annotations import Key, Pose
 from vpd_stream.errors import ConfigError, ModelError
 from vpd_stream.frame import Frame
 from vpd_stream.plugin import Plugin, PluginContext
@@ -51,8 +51,8 @@ class BlazePose:
 
 class PosePlugin(Plugin):
     name = "pose"
-    requires = ("tracks",)
-    provides = ("pose",)
+    requires = (Key.TRACKS,)
+    provides = (Key.POSE,)
     description = "BlazePose teacher on the athlete crop: 13 COCO joints + scores, 26-d normalized pose"
     batch_size = 4
 
@@ -75,8 +75,7 @@ class PosePlugin(Plugin):
             self._model = BlazePose(self.options.min_detection_confidence)
 
     def process(self, batch: list[Frame]) -> None:
-        if self._model is None:
-            self.setup(self.context)
+        assert self._model is not None, "setup() was not called"
         o = self.options
         for frame in batch:
             poses: dict[int, Pose] = {}

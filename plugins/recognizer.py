@@ -20,7 +20,7 @@ import numpy as np
 
 from engines import create_engine
 from vpd_stream.skeleton import flip_features
-from vpd_stream.annotations import feature_vector
+from vpd_stream.annotations import Key, feature_vector
 from vpd_stream.dtw import DtwIndex
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Event, Frame
@@ -35,8 +35,8 @@ DEFAULT_RECOGNIZER = Path(__file__).resolve().parent / "weights" / "penn_recogni
 
 class RecognizerPlugin(Plugin):
     name = "recognizer"
-    requires = ("tracks", "pose")
-    provides = ("label",)
+    requires = (Key.TRACKS, Key.POSE, Key.EVENTS)
+    provides = (Key.LABEL,)
     description = "labels each detected interval with a fine-grained class (BiGRU head or NNS-DTW)"
     batch_size = 8
 
@@ -60,7 +60,7 @@ class RecognizerPlugin(Plugin):
             raise ConfigError("recognizer: method = 'nns' needs `index`, a file from `vpd-stream train nns-index`")
         if self.options.neighbours < 1:
             raise ConfigError(f"recognizer: neighbours must be at least 1, got {self.options.neighbours}")
-        self.requires = ("tracks", self.options.features)
+        self.requires = (Key.TRACKS, self.options.features, Key.EVENTS)
         self.history: dict[str, dict[int, OrderedDict[int, np.ndarray]]] = {}
 
     def setup(self, context: PluginContext) -> None:
@@ -105,7 +105,7 @@ class RecognizerPlugin(Plugin):
                 while len(hist) > self.options.history:
                     hist.popitem(last=False)
             self._label(frame.stream_id, frame.events)
-            labels = {ev.track_id: ev.label for ev in frame.events if "label_score" in ev.extra}
+            labels = {ev.track_id: ev.label for ev in frame.events if ev.labelled}
             if labels:
                 frame.annotations["label"] = labels
 
@@ -121,7 +121,7 @@ class RecognizerPlugin(Plugin):
         self.history.pop(eos.stream_id, None)
 
     def _label(self, stream_id: str, events: list[Event]) -> None:
-        todo = [(ev, seq) for ev in events if ev.stream_id == stream_id and "label_score" not in ev.extra
+        todo = [(ev, seq) for ev in events if ev.stream_id == stream_id and not ev.labelled
                 for seq in [self._sequence(stream_id, ev)] if seq is not None]
         if not todo:
             return
@@ -133,9 +133,7 @@ class RecognizerPlugin(Plugin):
         classify = self._classify_nns if self.options.method == "nns" else self._classify_bigru
         labels, scores = classify(seqs, flipped)
         for (ev, _), c, score in zip(todo, labels, scores):
-            ev.extra["detector_label"] = ev.label
-            ev.label = self.classes[c]
-            ev.extra["label_score"] = round(float(score), 6)
+            ev.relabel(self.classes[c], score)
 
     def _classify_bigru(self, seqs: list[np.ndarray], flipped: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
         probs = predict_proba([_engine_call(e) for e in self.engines], seqs, self.flip, flipped=flipped)

@@ -24,7 +24,7 @@ import numpy as np
 
 from engines import BACKENDS
 from engines.student import embed_with_mirror, student_engine
-from vpd_stream.annotations import Embedding
+from vpd_stream.annotations import Embedding, Key
 from vpd_stream.errors import ConfigError, ModelError
 from vpd_stream.frame import Frame
 from vpd_stream.models.student_loading import StudentModel, check_concat, concat_sidecar, resolve_student
@@ -36,8 +36,8 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 class StudentPlugin(Plugin):
     name = "student"
-    requires = ("crop", "flow")
-    provides = ("embedding",)
+    requires = (Key.CROP, Key.FLOW)
+    provides = (Key.EMBEDDING,)
     description = "VPD student embedding (and its mirrored view) per track, via torch/onnxruntime/tensorrt"
     batch_timeout = 0.01  # wait at most 10 ms to fill a batch: bounded live latency
 

@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vpd_stream.annotations import Track
+from vpd_stream.annotations import Key, Track
 from plugins.athlete_selection import AthleteSelector, SelectionParams
 from plugins.person_detector import DETECTORS, PersonDetector, make_detector
 from vpd_stream.errors import ConfigError
@@ -33,8 +33,8 @@ class _StreamState:
 
 class TrackerPlugin(Plugin):
     name = "tracker"
-    requires = ("rgb",)
-    provides = ("tracks",)
+    requires = (Key.RGB,)
+    provides = (Key.TRACKS,)
     description = "person detector + norfair tracking + athlete selection (box, id, score, is_athlete)"
     batch_size = 8
 
@@ -109,8 +109,7 @@ class TrackerPlugin(Plugin):
         return state
 
     def process(self, batch: list[Frame]) -> None:
-        if self._detector is None:
-            self.setup(self.context)
+        assert self._detector is not None, "setup() was not called"
         for frame in batch:
             frame.annotations["tracks"] = self._track(frame)
 

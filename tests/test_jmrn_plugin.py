@@ -51,8 +51,8 @@ def test_labels_events_in_frames_and_at_end_of_stream(tiny_weights) -> None:
     ev = Event("s", 1, "action", 0.9, 5, 20, 0.2, 0.8)
     frames[20].events.append(ev)
     plugin.process(frames[:25])
-    assert ev.label in CLASSES and ev.extra["detector_label"] == "action"
-    assert ev.extra["label_score"] == ev.extra["jmrn"]["prob"]
+    assert ev.label in CLASSES and ev.detector_label == "action"
+    assert ev.label_score == ev.extra["jmrn"]["prob"]
     assert frames[20].annotations["label"] == {1: ev.label}
     assert plugin.describe(frames[20]) == {"tracks": {1: {"label": ev.label}}}
     info = ev.extra["jmrn"]

@@ -53,7 +53,7 @@ def sources_for(paths, **kw):
 
 
 def test_chain_validation_names_missing_requirement():
-    with pytest.raises(PluginError, match="'needs_pose' requires pose"):
+    with pytest.raises(PluginError, match=r"^\[plugins\.needs_pose\] requires pose"):
         validate_chain([Counter, NeedsPose])
     with pytest.raises(PluginError, match="appears twice"):
         validate_chain([Counter, Counter])
@@ -149,7 +149,7 @@ class Boom(Plugin):
 def test_plugin_failure_stops_the_run_with_a_message(tmp_path):
     path = make_clip(tmp_path / "c.mp4", frames=20)
     summary = Pipeline(sources_for([path]), [Boom()], [], queue_size=2).run()
-    assert not summary.ok and "plugin 'boom' failed: RuntimeError: kaput" in summary.error
+    assert not summary.ok and "[plugins.boom] failed: RuntimeError: kaput" in summary.error
 
 
 def test_stop_drains_and_returns(tmp_path):
@@ -171,7 +171,7 @@ def test_event_printer_shows_the_recognizer_label_and_both_scores() -> None:
     printer = EventPrinter(out)
     printer.write_event(Event("cam", 1, "swing", 0.37, 2, 41, 0.08, 1.64))
     labelled = Event("cam", 1, "bowl", 0.37, 2, 41, 0.08, 1.64,
-                     extra={"label_score": 0.875302, "detector_label": "swing"})
+                     label_score=0.875302, detector_label="swing")
     printer.write_event(labelled)
     assert out.getvalue().splitlines() == [
         "[cam] 00:00.08–00:01.64 (frames 2–41) track 1: swing score 0.37",

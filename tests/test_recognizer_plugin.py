@@ -46,8 +46,8 @@ def test_labels_events_with_class_and_score(tmp_path) -> None:
     eos = EndOfStream("s", 40, events=[Event("s", 3, "swing", 0.7, 30, 39, 1.2, 1.56)])
     plugin.end_stream(eos)
     for ev, (s, e) in [(frames[30].events[0], (10, 25)), (eos.events[0], (30, 39))]:
-        assert ev.label in ("a", "b", "c") and ev.extra["detector_label"] == "swing"
-        assert 0.0 < ev.extra["label_score"] <= 1.0
+        assert ev.label in ("a", "b", "c") and ev.detector_label == "swing"
+        assert 0.0 < ev.label_score <= 1.0
         seq = feats[s:e + 1].copy()
         seq[15 - s:16 - s] = feats[14] if s <= 15 <= e else seq[15 - s:16 - s]
         from vpd_stream.heads.ensemble import predict_proba
@@ -93,7 +93,7 @@ def test_nns_method_labels_by_nearest_index_sequence(tmp_path) -> None:
     expected = nns_predict(flip_min_costs([feats[:30], feats[30:]], seqs, flip_features), np.array(labels))
     assert [ev.label for ev in evs] == [["a", "b", "c"][i] for i in expected]
     for ev in evs:
-        assert ev.extra["detector_label"] == "swing" and 0.2 <= ev.extra["label_score"] <= 1.0
+        assert ev.detector_label == "swing" and 0.2 <= ev.label_score <= 1.0
 
 
 def test_nns_bad_options_and_index(tmp_path) -> None:
@@ -189,7 +189,7 @@ def test_embedding_features_use_their_carried_flipped_view(tmp_path) -> None:
         else:
             p = predict_proba([model], [vec[5:45]], None, flipped=[flipped[5:45]])[0]  # summed over both views
             want = int(np.argmax(p))
-            assert ev.extra["label_score"] == pytest.approx(float(p[want]) / 2, abs=1e-5)
+            assert ev.label_score == pytest.approx(float(p[want]) / 2, abs=1e-5)
         assert ev.label == "abc"[want]
 
     no_flip = save_nns_index(tmp_path / "noflip", NnsIndex(index.seqs, index.labels, index.classes, {"features": "embedding"}))

@@ -11,15 +11,34 @@ key            value                                               provided by
 ``flow``       ``dict[int, np.ndarray]`` 2×128×128 uint8            flow
 ``embedding``  ``dict[int, Embedding]``                            student
 ``activation`` ``dict[int, float]`` latest per-frame activation     detector
+``label``      ``dict[int, str]`` class of the events labelled      recognizer, jmrn
 =============  ==================================================  ===============
 
-Events (detections) travel in ``Frame.events`` / ``EndOfStream.events``.
+Events (detections) travel in ``Frame.events`` / ``EndOfStream.events``: a plugin that
+emits them provides ``Key.EVENTS``, one that labels them (the recognizer) requires it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
+
+
+class Key(StrEnum):
+    """What a plugin ``requires`` and ``provides``: the keys of ``Frame.annotations``, plus
+    ``EVENTS`` (detections in ``Frame.events``). Members equal their strings, so a plugin
+    may also write plain ``"tracks"``."""
+
+    RGB = "rgb"  # the decoded frame itself (every chain starts with it)
+    TRACKS = "tracks"
+    POSE = "pose"
+    CROP = "crop"
+    FLOW = "flow"
+    EMBEDDING = "embedding"
+    ACTIVATION = "activation"
+    LABEL = "label"  # track id -> the class a labeller gave this frame's events
+    EVENTS = "events"
 
 
 @dataclass

@@ -52,7 +52,22 @@ class Event:
     start_pts: float
     end_pts: float
     emitted_frame: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Set by a labeller (the recognizer): the label the detector gave and the labeller's own
+    # confidence in ``label``. An event whose ``label_score`` is set is not labelled again.
+    detector_label: str | None = None
+    label_score: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # a plugin's own fields, written as they are
+
+    @property
+    def labelled(self) -> bool:
+        return self.label_score is not None
+
+    def relabel(self, label: str, score: float) -> None:
+        """A labeller names the class: the detector's label is kept beside it."""
+        if self.detector_label is None:
+            self.detector_label = self.label
+        self.label = label
+        self.label_score = round(float(score), 6)
 
     def to_record(self) -> dict[str, Any]:
         record = {
@@ -69,6 +84,10 @@ class Event:
         if self.emitted_frame is not None:
             record["emitted_frame"] = self.emitted_frame
         record.update(self.extra)
+        if self.detector_label is not None:
+            record["detector_label"] = self.detector_label
+        if self.label_score is not None:
+            record["label_score"] = self.label_score
         return record
 
 

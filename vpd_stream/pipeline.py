@@ -17,7 +17,7 @@ from typing import Any
 from .errors import VpdError
 from .frame import EndOfStream, Frame
 from .metrics import Metrics
-from .plugin import Plugin, PluginContext, validate_chain
+from .plugin import Plugin, PluginContext, validate_chain, with_prefix
 from .queues import FrameQueue
 from .sources import VideoSource
 
@@ -95,7 +95,10 @@ class Pipeline:
     def run(self) -> RunSummary:
         started = time.monotonic()
         for plugin in self.plugins:
-            plugin.setup(self.context)  # models load here, before the first frame is decoded
+            try:
+                plugin.setup(self.context)  # models load here, before the first frame is decoded
+            except VpdError as exc:
+                raise type(exc)(with_prefix(plugin.name, str(exc))) from None
         m = self.metrics
         self._queues = [FrameQueue(self.queue_size, self._depth_setter("ingest"))]
         for plugin in self.plugins:
@@ -182,11 +185,11 @@ class Pipeline:
                     if isinstance(it, EndOfStream):
                         plugin.end_stream(it)
             except VpdError as exc:
-                self._fail(f"{plugin.name}: {exc}")
+                self._fail(with_prefix(plugin.name, str(exc)))
                 return
             except Exception as exc:
                 log.debug("plugin %s crashed", plugin.name, exc_info=True)
-                self._fail(f"plugin '{plugin.name}' failed: {type(exc).__name__}: {exc}")
+                self._fail(with_prefix(plugin.name, f"failed: {type(exc).__name__}: {exc}"))
                 return
             for it in items:
                 outbox.put(it, stop=self._abort)

@@ -8,20 +8,28 @@ plugins register the same way, through the ``vpd_stream.plugins`` entry-point gr
     vpd_stream.plugins =
         myplugin = mypackage.module:MyPlugin
 
+For development without installing, a chain entry may name the class directly:
+``"package.module:Class"``.
+
 A plugin's options are a dataclass (``Options``); the ``[plugins.NAME]`` table of the
-TOML configuration is validated into it before anything runs.
+TOML configuration is validated into it and the constructor checks the values
+(``instantiate``), before anything runs. ``requires``/``provides`` name
+``vpd_stream.annotations.Key`` members (``Key.EVENTS`` for detections), so a chain is
+checked when it is built. docs/plugins.md is the whole contract.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+import importlib
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import PluginError
+from .annotations import Key
+from .errors import ConfigError, PluginError, VpdError
 from .frame import EndOfStream, Frame
 
 ENTRY_POINT_GROUP = "vpd_stream.plugins"
@@ -37,7 +45,6 @@ class PluginContext:
     target_fps: float | None = 25.0
     metrics: Any = None  # vpd_stream.metrics.Metrics or None
     model_dir: str | None = None  # where plugins look for model files by default
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Plugin:
@@ -104,6 +111,9 @@ def available_plugins() -> dict[str, Any]:
 
 
 def load_plugin_class(name: str) -> type[Plugin]:
+    """The class an entry-point name, or a ``package.module:Class`` spec, stands for."""
+    if ":" in name:
+        return _load_spec(name)
     eps = available_plugins()
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none"
@@ -121,24 +131,61 @@ def load_plugin_class(name: str) -> type[Plugin]:
     return cls
 
 
-def validate_chain(plugins: list[Any], initial: tuple[str, ...] = ("rgb",)) -> None:
+def _load_spec(spec: str) -> type[Plugin]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PluginError(f"plugin '{spec}': module {module_name} cannot be imported ({exc}); "
+                          "check the spelling and that it is on PYTHONPATH") from exc
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+        raise PluginError(f"plugin '{spec}': {module_name} has no vpd_stream Plugin subclass named '{attr}'")
+    return cls
+
+
+def instantiate(cls: type[Plugin], options: Any | None = None, name: str | None = None) -> Plugin:
+    """Build a plugin from validated options: every error it raises about them gets the one
+    prefix ``[plugins.NAME]``, so the user knows which table to fix."""
+    label = name or cls.name
+    try:
+        return cls(options)
+    except VpdError as exc:
+        raise type(exc)(with_prefix(label, str(exc))) from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(with_prefix(label, str(exc))) from None
+
+
+def with_prefix(name: str, message: str) -> str:
+    """``[plugins.NAME] message``; older plugins' own ``name:`` prefixes are dropped."""
+    prefix = f"[plugins.{name}]"
+    if message.startswith(prefix):
+        return message
+    for old in (f"{name}: ", f"plugin '{name}': "):
+        if message.startswith(old):
+            message = message[len(old):]
+    return f"{prefix} {message}"
+
+
+def validate_chain(plugins: list[Any], initial: tuple[str, ...] = (Key.RGB,)) -> None:
     """Check, before any frame is decoded, that every requirement is provided upstream.
 
     Takes plugin classes or instances: an instance may narrow ``requires``/``provides``
     from its options (the detector reads whichever feature key it is configured with).
+    A labeller requires ``Key.EVENTS``: without a detector before it, it has nothing to label.
     """
     have = set(initial)
     seen: set[str] = set()
     for cls in plugins:
         if cls.name in seen:
-            raise PluginError(f"plugin '{cls.name}' appears twice in the chain")
+            raise PluginError(f"[plugins.{cls.name}] appears twice in the chain")
         seen.add(cls.name)
         missing = [key for key in cls.requires if key not in have]
         if missing:
             providers = _providers_of(missing)
             hint = f"; add {providers} before it" if providers else ""
             raise PluginError(
-                f"plugin '{cls.name}' requires {', '.join(missing)}, which no earlier plugin "
+                f"[plugins.{cls.name}] requires {', '.join(missing)}, which no earlier plugin "
                 f"in the chain provides{hint}"
             )
         have.update(cls.provides)

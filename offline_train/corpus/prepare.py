@@ -80,8 +80,7 @@ class StoreSink:
                 box=track.box if track is not None else crop.box, crop_box=crop.box,
                 keypoints=None if pose is None else pose.keypoints,
                 pose=None if pose is None else pose.features,
-                pose_score=0.0 if pose is None else float(pose.mean_score),
-                mask=getattr(crop, "mask", None))
+                pose_score=0.0 if pose is None else float(pose.mean_score))
         if self.on_frame is not None:
             self.on_frame(1)
 
