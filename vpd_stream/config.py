@@ -6,6 +6,7 @@ found) the line. Every field has a default, so no configuration is needed for th
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 import types
@@ -68,6 +69,96 @@ class Config:
     text: str | None = None
 
 
+# -- value checks, shared by the TOML loader and the command line ----------------------
+
+MAX_FPS = 1000.0  # beyond any camera a sports feed comes from; 1e9 would only burn CPU
+LIVE_CHOICES = ("auto", "yes", "no")
+THREAD_CHOICES = ("AUTO", "FRAME", "SLICE", "NONE")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_seconds(value: Any) -> str | None:
+    return None if _finite(value) and value > 0 else f"must be a positive number of seconds, got {value!r}"
+
+
+def _fps_problem(value: Any) -> str | None:
+    if value is None:
+        return None
+    if _finite(value) and 0 < value <= MAX_FPS:
+        return None
+    return f"must be a frame rate above 0 and at most {MAX_FPS:g}, or 'none', got {value!r}"
+
+
+def _int_in(low: int, high: int | None, what: str):
+    def check(value: Any) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high):
+            return None
+        upper = f" and at most {high}" if high is not None else ""
+        return f"must be {what} (an integer of at least {low}{upper}), got {value!r}"
+    return check
+
+
+def _one_of(choices: tuple[str, ...], fold_case: bool = False):
+    def check(value: Any) -> str | None:
+        found = value.upper() if fold_case and isinstance(value, str) else value
+        return None if found in choices else f"must be one of {', '.join(choices)}, got {value!r}"
+    return check
+
+
+# (section, key) -> a function returning what is wrong with a value, or None.
+VALUE_CHECKS: dict[tuple[str, str], Any] = {
+    ("pipeline", "fps"): _fps_problem,
+    ("pipeline", "queue_size"): _int_in(1, 100_000, "a number of frames"),
+    ("source", "live"): _one_of(LIVE_CHOICES),
+    ("source", "open_timeout"): _positive_seconds,
+    ("source", "read_timeout"): _positive_seconds,
+    ("source", "reconnect_attempts"): _int_in(-1, None, "a number of attempts, -1 = forever"),
+    ("source", "backoff_initial"): _positive_seconds,
+    ("source", "backoff_max"): _positive_seconds,
+    ("source", "stall_timeout"): _positive_seconds,
+    ("source", "threads"): _one_of(THREAD_CHOICES, fold_case=True),
+    ("metrics", "port"): _int_in(0, 65535, "a TCP port, 0 = no metrics server"),
+}
+
+
+def value_problem(section: str, key: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for ``[section] key`` (None if it is fine or unchecked)."""
+    check = VALUE_CHECKS.get((section, key))
+    return check(value) if check else None
+
+
+def check_option(flag: str, section: str, key: str, value: Any) -> None:
+    """A command-line value for ``[section] key``: a ConfigError naming ``flag`` if it is bad."""
+    problem = value_problem(section, key, value)
+    if problem:
+        raise ConfigError(f"{flag} {problem}")
+
+
+def check_max_frames(value: int | None, flag: str = "--max-frames") -> None:
+    if value is not None and value < 1:
+        raise ConfigError(f"{flag} must be at least 1 (it is a number of frames per stream), got {value}")
+
+
+def validate_config(config: "Config", locate: "_Locator | None" = None) -> None:
+    """Every checked value of ``config`` and the rules between values; ConfigError naming the key.
+
+    Call it again after the command line changed values (the CLI names its own flags first
+    with ``check_option``; this catches the rest)."""
+    locate = locate or _Locator(config.path or "<config>", config.text)
+    for (section, key), check in VALUE_CHECKS.items():
+        value = getattr(getattr(config, section), key)
+        problem = check(value)
+        if problem:
+            raise ConfigError(f"{locate(key, section)}: [{section}] {key} {problem}")
+    s = config.source
+    if s.backoff_max < s.backoff_initial:
+        raise ConfigError(f"{locate('backoff_max', 'source')}: [source] backoff_max ({s.backoff_max:g} s) must not "
+                          f"be below backoff_initial ({s.backoff_initial:g} s)")
+
+
 def load_config(path: str | Path | None) -> Config:
     if path is None:
         return Config()
@@ -105,7 +196,9 @@ def config_from_dict(data: dict[str, Any], where: str = "<config>", text: str | 
         else:
             cls = typing.get_type_hints(Config)[key]
             kwargs[key] = build_dataclass(cls, value, key, locate)
-    return Config(**kwargs, path=where, text=text)
+    config = Config(**kwargs, path=where, text=text)
+    validate_config(config, locate)
+    return config
 
 
 def build_dataclass(cls: type, values: dict[str, Any], section: str, locate: "_Locator | None" = None) -> Any:
@@ -124,6 +217,9 @@ def build_dataclass(cls: type, values: dict[str, Any], section: str, locate: "_L
             out[key] = coerce(value, hints[key])
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{locate(key, section)}: [{section}] {key} {exc}") from None
+        problem = value_problem(section, key, out[key])
+        if problem:
+            raise ConfigError(f"{locate(key, section)}: [{section}] {key} {problem}")
     return cls(**out)
 
 

@@ -28,7 +28,8 @@ class Metrics:
         self.stage_batch = Histogram("vpd_stage_batch_size", "Frames per batch a stage processed", ["stage"], buckets=BATCH_BUCKETS, registry=r)
         self.end_to_end = Histogram("vpd_end_to_end_latency_seconds", "Time from decode to sink", ["stream"], buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("vpd_queue_depth", "Frames waiting in a queue", ["queue"], registry=r)
-        self.reconnects = Counter("vpd_source_reconnects", "Reconnection attempts of a live source", ["stream"], registry=r)
+        self.reconnects = Counter("vpd_source_reconnects", "Times a live source came back (delivered new frames) after an outage", ["stream"], registry=r)
+        self.reconnect_attempts = Counter("vpd_source_reconnect_attempts", "Reconnection attempts of a live source (several per outage while it is down)", ["stream"], registry=r)
         self.stalls = Counter("vpd_source_stalls", "Times a live source delivered no packets for stall_timeout", ["stream"], registry=r)
         self.blocked = Gauge("vpd_source_blocked", "1 while a source waits on a full pipeline (downstream slower than decode)", ["stream"], registry=r)
         self.detections = Counter("vpd_detections", "Action detections emitted", ["stream", "label"], registry=r)
@@ -60,7 +61,7 @@ class Metrics:
     def forget_stream(self, stream: str) -> None:
         """Remove every series labelled with ``stream``."""
         metrics = [self.frames_decoded, self.frames_processed, self.frames_dropped, self.end_to_end,
-                   self.reconnects, self.stalls, self.blocked, self.detections]
+                   self.reconnects, self.reconnect_attempts, self.stalls, self.blocked, self.detections]
         with self._lock:
             for metric in metrics:
                 keys = self._labels.get(metric._name, set())

@@ -2,7 +2,8 @@
 
 ``block``: the producer waits (files: never drop a frame). ``drop_oldest``: the oldest
 queued *frame* of that lane is dropped and counted (live feeds: never fall behind).
-End-of-stream markers are never dropped. Consumers take batches round-robin across lanes,
+End-of-stream markers are never dropped, and a dropped frame's stream marks (a live feed's
+gap record) move to the frame after it. Consumers take batches round-robin across lanes,
 so one busy feed cannot starve the others.
 """
 from __future__ import annotations
@@ -14,6 +15,11 @@ from typing import Any, Callable
 
 from .frame import EndOfStream
 
+# Frame annotations that mark a moment in the stream rather than describe one frame (a live
+# feed's outage): when their frame is dropped they move to the next frame of the lane.
+GAP_KEY = "source_gap"  # a dict (lost_seconds, reason, reconnects) on the first frame after an outage
+CARRIED_MARKS = (GAP_KEY,)
+
 
 class FrameQueue:
     def __init__(self, capacity: int, on_depth: Callable[[int], None] | None = None) -> None:
@@ -24,14 +30,9 @@ class FrameQueue:
         self._size = 0
         self._cond = threading.Condition()
         self._on_depth = on_depth
-        self._closed = False
 
     def __len__(self) -> int:
         return self._size
-
-    def lane_size(self, lane: str) -> int:
-        with self._cond:
-            return len(self._lanes.get(lane, ()))
 
     def put(self, item: Any, lane: str = "", drop_oldest: bool = False,
             stop: threading.Event | None = None, on_block: Callable[[bool], None] | None = None) -> Any | None:
@@ -46,6 +47,7 @@ class FrameQueue:
                             dropped = queued
                             del queue[i]
                             self._size -= 1
+                            _pass_on_marks(dropped, queue[i] if i < len(queue) else item)
                             break
                 else:
                     blocked = False
@@ -114,3 +116,13 @@ class FrameQueue:
                     self._next_lane = 0
                 return item
         return None
+
+
+def _pass_on_marks(dropped: Any, successor: Any) -> None:
+    marks = getattr(dropped, "annotations", None)
+    target = getattr(successor, "annotations", None)
+    if not marks or target is None:
+        return
+    for key in CARRIED_MARKS:
+        if key in marks and key not in target:
+            target[key] = marks[key]

@@ -1,21 +1,35 @@
 """Video sources decoded with PyAV: files, network feeds and stdin.
 
 A source yields ``Frame``s already resampled to the target rate. Files are decoded with
-frame threading and never drop a frame; live feeds (URLs, stdin) decode with low latency,
-reconnect with bounded exponential backoff when the feed fails or ends, and close the
-container on every reconnect (PyAV leaks otherwise).
+frame threading and never drop a frame; live feeds decode with low latency, reconnect with
+bounded exponential backoff when the feed fails or ends, and close the container on every
+reconnect (PyAV leaks otherwise).
+
+Whether an ``http(s)://`` URL is live is decided from what it serves, not from its scheme:
+a file with a length (an MP4 on a web server) and an HLS playlist that is complete
+(``#EXT-X-ENDLIST``) are read like files; a live HLS playlist or an endless stream is a
+feed. A live HLS feed ends, without an error, when its playlist gets ``#EXT-X-ENDLIST``; a
+reconnect never replays segments already emitted. Permanent failures (a scheme this FFmpeg
+build lacks, HTTP/RTSP 4xx answers: not found, unauthorized, forbidden) fail at once instead
+of being retried. After an outage the first new frame carries a gap mark (``GAP_KEY``) that
+the JSONL sink writes as a ``gap`` record; ``status.reconnects`` counts reconnections that
+delivered frames again, ``status.reconnect_attempts`` every attempt.
 """
 from __future__ import annotations
 
 import collections
 import logging
+import os
 import re
+import stat
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import av
 import numpy as np
@@ -23,6 +37,7 @@ import numpy as np
 from .config import SourceConfig
 from .errors import InputError
 from .frame import Frame
+from .queues import GAP_KEY
 from .resample import RateResampler
 
 log = logging.getLogger(__name__)
@@ -30,6 +45,19 @@ av.logging.set_level(av.logging.PANIC)  # FFmpeg's own chatter would bury our on
 
 LIVE_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "rtp", "tcp", "http", "https"}
 MAX_CONSECUTIVE_DECODE_ERRORS = 50
+HTTP_SCHEMES = {"http", "https"}
+HLS_REPLAY_WINDOW_S = 600.0  # an HLS timestamp this far behind the last one is a restart, not a replay
+PLAYLIST_TYPES = ("application/vnd.apple.mpegurl", "application/x-mpegurl", "audio/mpegurl", "audio/x-mpegurl")
+# Schemes PyAV's own FFmpeg build (the wheel) cannot open, with what to do instead.
+SCHEME_HINTS = {
+    "srt": "PyAV's FFmpeg has no libsrt; relay the feed, e.g. `ffmpeg -i srt://... -c copy -f mpegts "
+           "tcp://127.0.0.1:5000?listen` and run on tcp://127.0.0.1:5000",
+    "rist": "PyAV's FFmpeg has no librist; relay the feed to RTSP, UDP or MPEG-TS over TCP",
+}
+
+
+class FeedRefusedError(InputError):
+    """A failure no retry can fix (unsupported scheme, 4xx answer): the stream ends at once."""
 
 
 def is_url(spec: str) -> bool:
@@ -37,7 +65,9 @@ def is_url(spec: str) -> bool:
 
 
 def source_kind(spec: str, live: str = "auto") -> str:
-    """'file', 'live' or 'stdin'. ``live`` = auto|yes|no overrides URL detection."""
+    """'file', 'live' or 'stdin' from the spec alone. ``live`` = auto|yes|no overrides URL detection.
+
+    ``VideoSource.resolve`` refines an http(s) URL from what the server sends."""
     if spec == "-":
         return "stdin"
     if live == "yes":
@@ -74,8 +104,9 @@ class SourceStatus:
     connected: bool = False
     last_packet: float = 0.0
     decoded: int = 0  # source-rate frames decoded
-    emitted: int = 0  # frames emitted after resampling
-    reconnects: int = 0
+    reconnects: int = 0  # reconnections that delivered new frames after an outage
+    reconnect_attempts: int = 0  # every attempt (several per outage while the feed is down)
+    replayed: int = 0  # frames a reconnect delivered again (HLS), skipped
     decode_errors: int = 0
     stalls: int = 0
     stalled: bool = False
@@ -106,28 +137,62 @@ class VideoSource:
         self.kind = source_kind(spec, self.config.live)
         # A pipe has its own backpressure, so stdin is read like a file unless told it is live.
         self.is_live = self.kind == "live" or (self.kind == "stdin" and self.config.live == "yes")
+        self.is_hls = is_url(spec) and urlparse(spec).path.lower().endswith(".m3u8")
+        self.is_pipe = False  # a named pipe or device given as a path: read once, like stdin
         self.status = SourceStatus()
-        self.on_reconnect = on_reconnect
+        self.on_reconnect = on_reconnect  # called with the stream id when a feed is back
+        self.on_reconnect_attempt: Callable[[str], None] | None = None  # ... on every attempt
         self._stdin = stdin
         self.max_frames = max_frames
+        self._resolved = False
         self._pts_offset = 0.0
         self._last_pts: float | None = None
+        self._raw_last: float | None = None  # the newest source timestamp emitted (HLS replay guard)
+        self._outage: dict | None = None  # while a live feed is down: since when, why, attempts
+        self._pending_gap: tuple[int, dict] | None = None  # (first source index after it, record)
 
     # -- opening --------------------------------------------------------------------
 
     def check(self) -> None:
         """Fail early, before any frame is decoded, on a file that cannot be a video."""
-        if self.kind != "file" or is_url(self.spec):
+        self.resolve()
+        if self.kind != "file":
+            return
+        if is_url(self.spec):  # an http(s) file: open it once, like a local one
+            container = self._open()
+            container.close()
             return
         path = Path(self.spec)
         if not path.exists():
             raise InputError(f"{self.spec}: no such file; check the path")
         if path.is_dir():
             raise InputError(f"{self.spec}: is a directory, not a video file")
+        mode = path.stat().st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
+            self.is_pipe = True  # probing would consume what the writer sends: read it once, later
+            return
         if path.stat().st_size == 0:
             raise InputError(f"{self.spec}: the file is empty (0 bytes); it is not a video")
         container = self._open()
         container.close()
+
+    def resolve(self) -> None:
+        """Decide live or file for an http(s) URL from what it serves (once; auto mode only)."""
+        if self._resolved:
+            return
+        self._resolved = True
+        if self.config.live != "auto" or not is_url(self.spec):
+            return
+        if urlparse(self.spec).scheme.lower() not in HTTP_SCHEMES:
+            return
+        served = _probe_http(self.spec, self.config.open_timeout)
+        if served in ("hls-vod", "hls-live"):
+            self.is_hls = True
+        if served in ("file", "hls-vod"):
+            self.kind, self.is_live = "file", False
+        else:  # a live playlist, an endless stream, or a server that is down right now
+            self.kind, self.is_live = "live", True
+        log.info("%s: %s is served as %s", self.stream_id, self.spec, served)
 
     def _open(self):
         """Open the container and check it holds a decodable video stream."""
@@ -139,6 +204,7 @@ class VideoSource:
                             "analyzeduration": "300000", "probesize": "500000"})
             if self.spec.startswith("rtsp"):
                 options["rtsp_transport"] = "tcp"
+        if self.is_live or is_url(self.spec):
             kwargs["timeout"] = (self.config.open_timeout, self.config.read_timeout)
         target = self.spec
         if self.kind == "stdin":
@@ -152,7 +218,7 @@ class VideoSource:
         except av.error.PermissionError:
             raise InputError(f"{self.spec}: permission denied") from None
         except av.error.InvalidDataError:
-            if _mp4_without_index(self.spec):
+            if not self.is_pipe and _mp4_without_index(self.spec):
                 raise InputError(
                     f"{self.spec}: the MP4 index (moov atom) is missing: the file was cut before the "
                     "recording was finalized; re-export it (with -movflags faststart for streaming)"
@@ -168,10 +234,22 @@ class VideoSource:
             ) from None
         except (av.error.ConnectionRefusedError, av.error.ConnectionResetError):
             raise InputError(f"{self.spec}: connection refused; check the URL and that the feed is up") from None
+        except (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError) as exc:
+            raise FeedRefusedError(f"{self.spec}: access refused (the server answered {_reason(exc)}); "
+                                   "check the credentials in the URL") from None
+        except av.error.HTTPNotFoundError:
+            raise FeedRefusedError(f"{self.spec}: not found (the server answered 404); check the URL's path") from None
+        except av.error.HTTPTooManyRequestsError as exc:
+            raise InputError(f"{self.spec}: the server answered {_reason(exc)}") from None
+        except av.error.HTTPClientError as exc:
+            raise FeedRefusedError(f"{self.spec}: the server refused the request ({_reason(exc)}); check the URL") from None
         except av.error.HTTPError as exc:
             raise InputError(f"{self.spec}: the server answered {exc.strerror or 'an HTTP error'}") from None
         except av.error.ProtocolNotFoundError:
-            raise InputError(f"{self.spec}: this URL scheme is not supported by FFmpeg") from None
+            scheme = urlparse(self.spec).scheme.lower()
+            hint = SCHEME_HINTS.get(scheme, "use rtsp, rtmp, udp, tcp or http(s)")
+            raise FeedRefusedError(f"{self.spec}: the {scheme}:// scheme is not supported by this FFmpeg "
+                                   f"build; {hint}") from None
         except (av.FFmpegError, OSError) as exc:
             raise InputError(f"{self.spec}: cannot open ({_reason(exc)})") from None
         try:
@@ -207,26 +285,32 @@ class VideoSource:
                 return
 
     def _frames(self, stop: threading.Event) -> Iterator[Frame]:
+        self.resolve()
         resampler: RateResampler = RateResampler(self.target_fps)
         history: collections.deque = collections.deque()
         attempts = 0
         while not stop.is_set():
             try:
                 container = self._open()
+            except FeedRefusedError:
+                raise  # no retry can fix it
             except InputError as exc:
                 if not self.is_live or self.kind == "stdin":
                     raise
                 attempts += 1
+                self._lost(str(exc), attempts)
                 if not self._backoff(attempts, str(exc), stop):
+                    if stop.is_set():
+                        break  # asked to stop while waiting to retry: end the stream, not an error
                     raise InputError(
-                        f"{self.spec}: feed unreachable after {attempts} attempts ({exc}); "
-                        "check the URL or raise source.reconnect_attempts"
+                        f"{self.spec}: feed unreachable ({exc}); gave up after {attempts - 1} reconnect "
+                        f"attempts (source.reconnect_attempts = {self.config.reconnect_attempts})"
                     ) from None
                 continue
             failure: str | None = None
             try:
                 for item in self._decode(container, stop, history):
-                    attempts = 0  # a working connection resets the backoff
+                    attempts = 0  # a connection that delivers new frames resets the backoff
                     for out in resampler.push(item[0], item[1:]):
                         yield self._make_frame(out.index, out.pts, *out.item)
             except InputError as exc:
@@ -240,13 +324,19 @@ class VideoSource:
                 self.status.connected = False
             if not self.is_live or self.kind == "stdin" or stop.is_set():
                 break
+            if failure is None and self.is_hls and _playlist_ended(self.spec, self.config.open_timeout):
+                log.info("%s: the broadcast ended (the playlist says #EXT-X-ENDLIST)", self.stream_id)
+                break
             # A live feed that ended or failed: reconnect with backoff.
             attempts += 1
             reason = failure or "the feed ended"
+            self._lost(reason, attempts)
             if not self._backoff(attempts, reason, stop):
+                if stop.is_set():
+                    break
                 raise InputError(
-                    f"{self.spec}: feed lost and not back after {attempts} attempts ({reason}); "
-                    "check the feed or raise source.reconnect_attempts"
+                    f"{self.spec}: feed lost ({reason}) and not back after {attempts - 1} reconnect attempts "
+                    f"(source.reconnect_attempts = {self.config.reconnect_attempts}); check the feed"
                 )
             # Timestamps restart on a new connection; continue the timeline instead.
             self._pts_offset = None  # type: ignore[assignment]
@@ -254,15 +344,39 @@ class VideoSource:
         for out in resampler.flush():
             yield self._make_frame(out.index, out.pts, *out.item)
 
-    def _backoff(self, attempts: int, reason: str, stop: threading.Event) -> bool:
-        limit = self.config.reconnect_attempts
-        if limit >= 0 and attempts > limit:
-            return False
-        delay = min(self.config.backoff_max, self.config.backoff_initial * (2 ** (attempts - 1)))
-        log.warning("%s: %s; reconnecting in %.1f s (attempt %d)", self.stream_id, reason, delay, attempts)
+    def _lost(self, reason: str, attempts: int) -> None:
+        """Remember an outage (from the last packet received) until the feed delivers again."""
+        if self._outage is None:
+            since = self.status.last_packet or time.monotonic()
+            self._outage = {"since": since, "reason": reason, "attempts": 0}
+        self._outage["attempts"] = attempts
+
+    def _back(self, source_index: int) -> None:
+        """The first new frame after an outage: count the reconnect and mark the gap."""
+        outage, self._outage = self._outage, None
+        if outage is None:
+            return
+        if self._last_pts is None:  # nothing was emitted before: a late start, not a gap
+            return
         self.status.reconnects += 1
         if self.on_reconnect:
             self.on_reconnect(self.stream_id)
+        lost = max(0.0, time.monotonic() - outage["since"])
+        self._pending_gap = (source_index, {"lost_seconds": round(lost, 3), "reason": outage["reason"],
+                                            "reconnect_attempts": outage["attempts"]})
+        log.warning("%s: feed back after %.1f s (%s)", self.stream_id, lost, outage["reason"])
+
+    def _backoff(self, attempts: int, reason: str, stop: threading.Event) -> bool:
+        """Wait before attempt ``attempts``; False when the limit is reached or ``stop`` is set."""
+        limit = self.config.reconnect_attempts
+        if stop.is_set() or (limit >= 0 and attempts > limit):
+            return False
+        delay = min(self.config.backoff_max, self.config.backoff_initial * (2 ** (attempts - 1)))
+        log.warning("%s: %s; reconnecting in %.1f s (attempt %d of %s)", self.stream_id, reason, delay, attempts,
+                    limit if limit >= 0 else "unlimited")
+        self.status.reconnect_attempts += 1
+        if self.on_reconnect_attempt:
+            self.on_reconnect_attempt(self.stream_id)
         stop.wait(delay)
         return not stop.is_set()
 
@@ -272,7 +386,7 @@ class VideoSource:
         if self.is_live:
             stream.thread_type = "SLICE"  # frame threading would add a frame of delay per thread
         else:
-            stream.thread_type = self.config.threads
+            stream.thread_type = self.config.threads.upper()
         status = self.status
         status.connected = True
         status.last_packet = time.monotonic()
@@ -317,6 +431,8 @@ class VideoSource:
                 item = self._stamp(vf, stream, fps)
                 if item is None:
                     continue
+                if self._outage is not None:
+                    self._back(status.decoded)
                 lazy = _Lazy(vf)
                 history.append(lazy)
                 while len(history) > step + 1:
@@ -335,6 +451,11 @@ class VideoSource:
             pts = float(vf.pts * stream.time_base)
         else:
             pts = self.status.decoded / (fps or 25.0)
+        if self.is_hls and self._raw_last is not None:
+            if self._raw_last - HLS_REPLAY_WINDOW_S < pts <= self._raw_last:
+                self.status.replayed += 1  # a segment this feed already delivered (a reopened playlist)
+                return None
+        raw = pts
         gap = 1.0 / (fps or 25.0)
         if self._pts_offset is None:  # first frame after a reconnect
             self._pts_offset = (self._last_pts + gap - pts) if self._last_pts is not None else 0.0
@@ -348,6 +469,7 @@ class VideoSource:
         if self._last_pts is not None and pts <= self._last_pts:
             return None  # a repeated or backwards timestamp: keep the timeline monotonic
         self._last_pts = pts
+        self._raw_last = raw
         return pts
 
     def _check_complete(self) -> None:
@@ -367,9 +489,8 @@ class VideoSource:
 
     def _make_frame(self, index: int, pts: float, lazy: "_Lazy", source_index: int,
                     prev: "_Lazy | None", step: int) -> Frame:
-        self.status.emitted += 1
         rgb = lazy.rgb()
-        return Frame(
+        frame = Frame(
             stream_id=self.stream_id,
             index=index,
             pts=pts,
@@ -380,10 +501,16 @@ class VideoSource:
             prev_rgb=prev.rgb() if prev is not None else None,
             prev_step=step,
         )
+        if self._pending_gap is not None and source_index >= self._pending_gap[0]:
+            frame.annotations[GAP_KEY] = self._pending_gap[1]
+            self._pending_gap = None
+        return frame
 
 
 class _Lazy:
-    """A decoded frame converted to RGB only if (and only once) it is used."""
+    """A decoded frame converted to RGB only if (and only once) it is used, turned upright
+    when the stream says it is displayed rotated (a phone's portrait video: the MP4 display
+    matrix, or ``rotate`` metadata, which FFmpeg turns into one)."""
 
     __slots__ = ("frame", "_rgb")
 
@@ -393,13 +520,82 @@ class _Lazy:
 
     def rgb(self) -> np.ndarray:
         if self._rgb is None:
-            self._rgb = self.frame.to_ndarray(format="rgb24")
+            rgb = self.frame.to_ndarray(format="rgb24")
+            turns = display_quarter_turns(self.frame)
+            self._rgb = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
         return self._rgb
+
+
+def display_quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns that make ``frame`` upright (0 to 3)."""
+    try:
+        angle = frame.rotation  # degrees counter-clockwise, from the display matrix
+    except (AttributeError, ValueError):
+        return 0
+    if not angle:
+        return 0
+    return int(round(angle / 90.0)) % 4
+
+
+def _probe_http(url: str, timeout: float) -> str:
+    """What an http(s) URL serves: 'file', 'hls-vod', 'hls-live', 'stream' or 'unknown'.
+
+    A 4xx answer (not found, unauthorized, forbidden) is a ``FeedRefusedError`` at once; a
+    server that does not answer or fails (5xx) is 'unknown', treated as a feed to retry."""
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "vpd-stream"}),
+                                          timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if 400 <= exc.code < 500 and exc.code not in (408, 429):
+            what = {401: "access refused", 403: "access refused", 404: "not found"}.get(exc.code, "refused")
+            raise FeedRefusedError(f"{url}: {what} (the server answered {exc.code} {exc.reason}); check the URL"
+                                   + (" and its credentials" if exc.code in (401, 403) else "")) from None
+        return "unknown"
+    except (urllib.error.URLError, OSError, ValueError):
+        return "unknown"
+    with response:
+        kind = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        head = response.read(7)
+        if head == b"#EXTM3U" or kind in PLAYLIST_TYPES:
+            text = (head + response.read(1 << 20)).decode("utf-8", "replace")
+            ended = _playlist_text_ended(text, response.geturl(), timeout)
+            return "hls-vod" if ended else "hls-live"
+        if response.headers.get("Content-Length") and "chunked" not in (response.headers.get("Transfer-Encoding") or ""):
+            return "file"
+        return "stream"
+
+
+def _playlist_text_ended(text: str, base: str, timeout: float) -> bool:
+    """Whether an HLS playlist (or the first variant of a master playlist) is complete."""
+    if "#EXT-X-ENDLIST" in text:
+        return True
+    if "#EXT-X-STREAM-INF" not in text:
+        return False
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("#EXT-X-STREAM-INF"):
+            variant = next((v.strip() for v in lines[i + 1:] if v.strip() and not v.startswith("#")), None)
+            if variant:
+                return _playlist_ended(urljoin(base, variant), timeout)
+    return False
+
+
+def _playlist_ended(url: str, timeout: float) -> bool:
+    """Fetch an HLS playlist now: has the publisher ended it (``#EXT-X-ENDLIST``)?"""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "vpd-stream"}),
+                                    timeout=timeout) as response:
+            text = response.read(1 << 20).decode("utf-8", "replace")
+            return _playlist_text_ended(text, response.geturl(), timeout)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def _mp4_without_index(spec: str) -> bool:
     """An MP4/MOV file whose 'moov' box never made it to disk (a cut recording)."""
     try:
+        if not stat.S_ISREG(os.stat(spec).st_mode):
+            return False
         with open(spec, "rb") as f:
             head = f.read(12)
             if head[4:8] != b"ftyp":
