@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .config import DEFAULT_CHAIN, Config, coerce, load_config
+from .config import DEFAULT_CHAIN, Config, check_max_frames, check_option, coerce, load_config, validate_config
 from .errors import ConfigError, PluginError, VpdError
 
 log = logging.getLogger("vpd_stream")
@@ -147,7 +147,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress or summary.")
 def run(sources: tuple[str, ...], config_path, chain, out, annotate, metrics_port, metrics_host,
         fps, max_frames, device, engine, events_only, live, verbose, quiet) -> None:
-    """Run the pipeline over SOURCES: files, URLs (rtsp, rtmp, srt, udp, tcp, http/HLS) or - for stdin."""
+    """Run the pipeline over SOURCES: files, URLs (rtsp, rtmp, udp, tcp, http(s) files and HLS) or - for stdin."""
     _setup_logging(verbose, quiet)
     config = load_config(config_path)
     p = config.pipeline
@@ -168,8 +168,10 @@ def run(sources: tuple[str, ...], config_path, chain, out, annotate, metrics_por
             config.source.live = "yes" if live else "no"
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad option value: {exc}") from None
-    if p.fps is not None and p.fps <= 0:
-        raise ConfigError("--fps must be positive or 'none'")
+    check_option("--fps", "pipeline", "fps", p.fps)  # the checks TOML values get, naming the flag
+    check_option("--metrics-port", "metrics", "port", config.metrics.port)
+    check_max_frames(max_frames)
+    validate_config(config)
     if not p.chain:
         raise ConfigError("the chain is empty; name at least one plugin (see `vpd-stream plugins`)")
     summary = execute(config, list(sources), out=out, annotate=annotate, max_frames=max_frames,

@@ -103,6 +103,7 @@ def build_pipeline(config: Config, sources: Sequence[str], sinks: Sinks, *, max_
                         stall_timeout=config.source.stall_timeout)
     for source in video_sources:
         source.on_reconnect = lambda sid: metrics.label(metrics.reconnects, stream=sid).inc()
+        source.on_reconnect_attempt = lambda sid: metrics.label(metrics.reconnect_attempts, stream=sid).inc()
     return pipeline
 
 
