@@ -409,6 +409,12 @@ class VideoSource:
             except av.FFmpegError as exc:
                 if self.is_live:
                     raise InputError(f"read failed ({_reason(exc)})") from None
+                if is_url(self.spec) and status.decoded == 0:
+                    raise InputError(
+                        f"{self.spec}: reading over HTTP failed before the first frame ({_reason(exc)}); an MP4 "
+                        "whose index is at the end needs a server that answers range requests, or re-export "
+                        "it with -movflags faststart"
+                    ) from None
                 raise InputError(
                     f"{self.spec}: the file is corrupt or truncated after frame {status.decoded} "
                     f"({_reason(exc)}); frames before it were processed"
