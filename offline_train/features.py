@@ -1,5 +1,12 @@
 """Per-frame feature sequences for the heads: normalized 2D joints, and VIPE* embeddings.
 
+All of them follow ``vpd_stream.skeleton``'s missing-joint rule (a joint with a score
+below ``MIN_JOINT_SCORE`` — Penn's ``visibility == 0`` — is missing, whatever its stale
+coordinates): ``pose2d`` is the VPD 26-d feature with missing joints at the hip centre,
+``pose2d_box`` the box-normalized one (the heads' default), ``vipe`` the VIPE* embedding
+fed its training convention (missing joints at the hip centre with score 0).
+``pose2d_stale`` is the old VPD feature that uses the stale coordinates (for comparison).
+
 A feature set maps a clip to a (T, d) float32 sequence and says how to flip it: either a
 function of the features (``flip``: a signed permutation for 2D joints, an isometry) or,
 for a learned embedding, a second extractor (``extract_flipped``: the embedding of the
@@ -17,7 +24,7 @@ import numpy as np
 from vpd_stream.errors import ConfigError
 
 from .penn_action import PennClip
-from vpd_stream.skeleton import flip_features, normalize_joints
+from vpd_stream.skeleton import box_features, flip_features, normalize_joints, normalize_keypoints
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,14 @@ class FeatureSet:
 
 
 def _pose2d(clip: PennClip) -> np.ndarray:
+    return normalize_keypoints(clip.keypoints)
+
+
+def _pose2d_box(clip: PennClip) -> np.ndarray:
+    return box_features(clip.keypoints)
+
+
+def _pose2d_stale(clip: PennClip) -> np.ndarray:
     return normalize_joints(clip.keypoints[..., :2])
 
 
@@ -65,6 +80,8 @@ def _no_feature_flip(features: np.ndarray) -> np.ndarray:
 
 FEATURE_SETS: dict[str, FeatureSet] = {
     "pose2d": FeatureSet("pose2d", 26, _pose2d, flip_features),
+    "pose2d_box": FeatureSet("pose2d_box", 26, _pose2d_box, flip_features),
+    "pose2d_stale": FeatureSet("pose2d_stale", 26, _pose2d_stale, flip_features),
     "vipe": FeatureSet("vipe", 32, _vipe, _no_feature_flip, _vipe_flipped),
 }
 

@@ -34,6 +34,7 @@ def test_normalize_batch_matches_the_skeleton_module():
 
 def test_inputs_from_pixels_features_and_scores_agree():
     kp = _keypoints(5)
+    kp[..., 2] = 0.5 + 0.5 * kp[..., 2]  # every joint present (score >= MIN_JOINT_SCORE)
     x = pose_inputs(kp)
     assert x.shape == (5, INPUT_DIM) and x.dtype == np.float32
     np.testing.assert_allclose(x[:, 26:], kp[..., 2], atol=1e-6)
@@ -41,6 +42,30 @@ def test_inputs_from_pixels_features_and_scores_agree():
     np.testing.assert_allclose(pose_inputs(feats, kp[..., 2]), x, atol=1e-5)  # idempotent normalization
     np.testing.assert_allclose(pose_inputs(kp[..., :2])[:, 26:], 1.0)  # no scores: all 1
     assert pose_inputs(kp.reshape(1, 5, 13, 3)).shape == (1, 5, INPUT_DIM)
+
+
+def test_missing_joints_get_the_training_convention():
+    """Score below MIN_JOINT_SCORE or NaN coordinates: hip centre (0, 0) and score 0, as
+    offline_train/vipe/cameras.py drops joints; the present joints are unchanged."""
+    from vpd_stream.skeleton import MIN_JOINT_SCORE
+    kp = _keypoints(4, seed=3)
+    kp[..., 2] = 0.9
+    ref = pose_inputs(kp)
+    kp[0, 5, 2] = 0.0  # a wrist marked missing, stale coordinates kept
+    kp[1, 9, :2] = np.nan  # a knee with no coordinates at all
+    kp[2, 12, 2] = MIN_JOINT_SCORE - 0.01  # unreliable: below the threshold
+    kp[3, 0, :2] = (1e4, -1e4)  # a far-off stale head with score 0
+    kp[3, 0, 2] = 0.0
+    x = pose_inputs(kp)
+    assert np.isfinite(x).all()
+    for frame, joint in ((0, 5), (1, 9), (2, 12), (3, 0)):
+        assert x[frame, 2 * joint] == 0 and x[frame, 2 * joint + 1] == 0 and x[frame, 26 + joint] == 0
+        keep = np.ones(INPUT_DIM, bool)
+        keep[[2 * joint, 2 * joint + 1, 26 + joint]] = False
+        np.testing.assert_allclose(x[frame, keep], ref[frame, keep], atol=1e-5)
+    # the mirrored input keeps the missing joint missing, at its mirrored slot
+    xf = pose_inputs(kp, flip=True)
+    assert xf[0, 26 + 6] == 0 and xf[0, 2 * 6] == 0
 
 
 def test_embeddings_are_unit_deterministic_and_batched():

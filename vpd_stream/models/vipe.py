@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from ..errors import ModelError
 from .weights_file import read_sidecar, sidecar_path, write_model_file
-from ..skeleton import FLIP_PERM, JOINT, NUM_JOINTS, TORSO
+from ..skeleton import FLIP_PERM, JOINT, MIN_JOINT_SCORE, NUM_JOINTS, TORSO, missing_joints, normalize_keypoints
 
 FORMAT = "vpd-stream/vipe"
 FORMAT_VERSION = 1
@@ -127,12 +127,18 @@ def normalize_batch(xy: np.ndarray) -> np.ndarray:
     return (xy - centre[..., None, :]) * scale[..., None, None]
 
 
-def pose_inputs(poses: np.ndarray, scores: np.ndarray | None = None, flip: bool = False) -> np.ndarray:
+def pose_inputs(poses: np.ndarray, scores: np.ndarray | None = None, flip: bool = False,
+                min_score: float = MIN_JOINT_SCORE) -> np.ndarray:
     """Keypoints (..., 13, 3) with scores, (..., 13, 2) or 26-d features (..., 26) → (..., 39).
 
     Pixels or already-normalized joints both work (the normalization is idempotent).
     Missing scores count as 1. ``flip`` mirrors the pose horizontally first (swap
     left/right, negate x) — the input whose embedding is the flipped embedding.
+
+    Missing joints (``vpd_stream.skeleton`` rule: score below ``min_score`` or non-finite
+    coordinates, e.g. Penn's invisible joints with stale positions) are given the
+    convention VIPE* is trained with (``offline_train/vipe/cameras.py``): coordinates at
+    the hip centre (0, 0 after normalization) and score 0.
     """
     arr = np.asarray(poses, dtype=np.float64)
     if arr.shape[-1] == 2 * NUM_JOINTS:
@@ -142,7 +148,10 @@ def pose_inputs(poses: np.ndarray, scores: np.ndarray | None = None, flip: bool 
     if scores is None:
         scores = arr[..., 2] if arr.shape[-1] == 3 else np.ones(arr.shape[:-1])
     scores = np.broadcast_to(np.asarray(scores, dtype=np.float64), arr.shape[:-1])
-    xy = normalize_batch(arr[..., :2])
+    kp = np.concatenate([arr[..., :2], scores[..., None]], axis=-1)
+    missing = missing_joints(kp, min_score)
+    xy = normalize_keypoints(kp, min_score).reshape(arr.shape[:-1] + (2,)).astype(np.float64)
+    scores = np.where(missing, 0.0, scores)
     if flip:
         xy = xy[..., FLIP_PERM, :].copy()
         xy[..., 0] = -xy[..., 0]
