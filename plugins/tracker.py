@@ -1,22 +1,31 @@
 """tracker: find people, follow them with norfair, and pick the athlete(s) among them.
 
 A person detector (plugins.person_detector) runs every ``detect_every`` frames; norfair's
-Kalman filters carry the boxes in between and keep identities (IoU matching). Optional
-camera-motion compensation (norfair's MotionEstimator) helps panning broadcast cameras.
-Athlete selection (plugins.athlete_selection) scores each track by size, age, motion and an
-optional region of interest, with hysteresis so the choice does not flicker.
+Kalman filters carry the boxes in between and keep identities (IoU matching). Broadcast
+views show players 60-250 px tall in a 1080p frame, too small for the BlazePose detector
+on the whole frame, so on large frames it runs sliced: each detection pass looks in a
+search window around the leading tracks (the cheap path: ``window_scale`` × the box, seen
+at the detector's scale) and at a share of a sweep over overlapping tiles plus the whole
+frame, the sweep completing every ``scan_seconds`` (new people are found within that).
+Optional camera-motion compensation (norfair's MotionEstimator) helps panning cameras.
+Athlete selection (plugins.athlete_selection) scores each track by size, age, detection
+support, motion, visibility and an optional region of play, with hysteresis so the choice
+does not flicker; each track's frame record says why it is or is not an athlete.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+import math
+
 import cv2
 import numpy as np
 
 from vpd_stream.annotations import Key, Track
 from plugins.athlete_selection import AthleteSelector, SelectionParams
-from plugins.person_detector import DETECTORS, PersonDetector, make_detector
+from plugins.person_detector import (DETECTORS, ONNX_LAYOUTS, PersonDetector, Region, SlicedDetector,
+                                     make_detector, region_sees, search_window, tile_grid)
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Frame
 from vpd_stream.plugin import Plugin, PluginContext
@@ -29,6 +38,9 @@ class _StreamState:
     motion: Any = None  # norfair MotionEstimator when camera_motion is on
     period: int = 1  # the `period` norfair is told on detection frames (see _state)
     frames: int = 0
+    sweep: list[Region] | None = None  # the whole frame and the tiles, visited in turn
+    cursor: int = 0  # next region of the sweep
+    per_pass: int = 1  # sweep regions visited per detection pass
 
 
 class TrackerPlugin(Plugin):
@@ -42,9 +54,16 @@ class TrackerPlugin(Plugin):
     class Options:
         detector: str = "blazepose"  # blazepose (athletes), hog (crowds of pedestrians) or onnx
         onnx_model: str | None = None  # path of a user ONNX detector (detector = "onnx")
+        onnx_layout: str = "auto"  # the ONNX detector's output layout: auto, xyxy, yolov8, yolov5, rtdetr
         min_score: float = 0.5  # detections below this confidence are ignored
         detector_side: int = 0  # longer side of the frame the detector sees; 0 = the detector's default
         detect_every: int = 2  # run the detector on every Nth frame; Kalman prediction in between
+        tile: int = -1  # sliced detection: tile side in pixels; -1 = auto (blazepose: a third of the
+        # shorter side when that is ≥ 200 px, e.g. 360 at 1080p), 0 = whole frame only
+        tile_overlap: float = 0.25  # neighbouring tiles overlap by this fraction
+        scan_seconds: float = 1.0  # one sweep over the tiles and the whole frame takes this long
+        window_scale: float = 2.5  # search window around a live track, × its longer side
+        window_tracks: int = 0  # tracks searched around on every pass; 0 = max_athletes + 1
         iou_threshold: float = 0.3  # least IoU for a detection to continue a track
         confirm_detections: int = 2  # 1: report a track from its first detection; 2: from its second
         keep_seconds: float = 1.0  # how long a track coasts on its Kalman prediction without detections
@@ -52,9 +71,10 @@ class TrackerPlugin(Plugin):
         max_athletes: int = 1  # 1 for skating/diving/gymnastics, 2 for tennis singles
         roi: list[float] | None = None  # region of play as x1, y1, x2, y2 fractions of the frame
         motion_weight: float = 0.5  # how much moving tracks are preferred as athletes
+        centre_weight: float = 0.8  # how much central tracks are preferred (edge = 1 - this)
         age_frames: int = 25  # frames until a track's age stops adding to its athlete score
         hysteresis: float = 1.5  # a challenger must outscore the athlete by this factor...
-        switch_frames: int = 10  # ...for this many consecutive frames to take over
+        switch_frames: int = 25  # ...for this many consecutive frames (1 s at 25 fps) to take over
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
@@ -67,12 +87,17 @@ class TrackerPlugin(Plugin):
             raise ConfigError(f"[plugins.tracker] confirm_detections must be 1 or 2, got {o.confirm_detections}")
         if not 0.0 < o.iou_threshold <= 1.0:
             raise ConfigError(f"[plugins.tracker] iou_threshold must be in (0, 1], got {o.iou_threshold}")
+        if o.onnx_layout not in ONNX_LAYOUTS:
+            raise ConfigError(f"[plugins.tracker] onnx_layout '{o.onnx_layout}' is unknown; use one of {', '.join(ONNX_LAYOUTS)}")
+        if o.scan_seconds <= 0 or o.window_scale < 1.0 or not 0.0 <= o.tile_overlap < 0.9 or o.window_tracks < 0:
+            raise ConfigError("[plugins.tracker] scan_seconds must be > 0, window_scale ≥ 1, tile_overlap in [0, 0.9), "
+                              "window_tracks ≥ 0")
         if o.roi is not None and (len(o.roi) != 4 or not (o.roi[0] < o.roi[2] and o.roi[1] < o.roi[3])):
             raise ConfigError(f"[plugins.tracker] roi must be [x1, y1, x2, y2] fractions with x1<x2, y1<y2, got {o.roi}")
         self._detector: PersonDetector | None = None
         self._streams: dict[str, _StreamState] = {}
         self.params = SelectionParams(max_athletes=o.max_athletes, roi=tuple(o.roi) if o.roi else None,
-                                      motion_weight=o.motion_weight, age_frames=o.age_frames,
+                                      motion_weight=o.motion_weight, centre_weight=o.centre_weight, age_frames=o.age_frames,
                                       hysteresis=o.hysteresis, switch_frames=o.switch_frames)
 
     def setup(self, context: PluginContext) -> None:
@@ -80,7 +105,17 @@ class TrackerPlugin(Plugin):
         o = self.options
         side = o.detector_side or (1152 if o.detector == "hog" else 640)
         self._detector = make_detector(o.detector, min_score=o.min_score, max_side=side,
-                                       onnx_model=o.onnx_model, device=context.device)
+                                       onnx_model=o.onnx_model, device=context.device, onnx_layout=o.onnx_layout)
+
+    def tile_side(self, width: int, height: int) -> int:
+        """The tile side for a frame of this size (0: no tiling)."""
+        o = self.options
+        if o.tile >= 0:
+            return o.tile
+        if o.detector != "blazepose":
+            return 0
+        side = min(width, height) // 3
+        return side if side >= 200 else 0
 
     # -- per stream ------------------------------------------------------------------
     def _state(self, frame: Frame) -> _StreamState:
@@ -94,8 +129,13 @@ class TrackerPlugin(Plugin):
             # period = keep_frames / 2 makes every match refill the track's life to
             # keep_frames, however sporadic the detector; the delay asks for a 2nd match.
             rates = [r for r in (frame.target_fps, frame.source_fps) if r]
-            keep_frames = round(o.keep_seconds * (min(rates) if rates else 25.0))
-            life = max(keep_frames, 2 * o.detect_every, 2)
+            fps = min(rates) if rates else 25.0
+            keep_frames = round(o.keep_seconds * fps)
+            tiles = tile_grid(frame.width, frame.height, self.tile_side(frame.width, frame.height), o.tile_overlap)
+            sweep = [(0, 0, frame.width, frame.height)] + tiles if tiles else None
+            passes = max(1, int(o.scan_seconds * fps) // o.detect_every)
+            # A person the windows do not follow is seen again once per sweep: it must live that long.
+            life = max(keep_frames, 2 * o.detect_every, 2, (passes + 1) * o.detect_every if sweep else 0)
             period = (life + 1) // 2
             delay = period if o.confirm_detections == 2 else period - 1
             tracker = Tracker(distance_function="iou", distance_threshold=1.0 - o.iou_threshold,
@@ -104,7 +144,8 @@ class TrackerPlugin(Plugin):
             if o.camera_motion:
                 from norfair.camera_motion import MotionEstimator
                 motion = MotionEstimator()
-            state = _StreamState(tracker, AthleteSelector(self.params), motion, period)
+            state = _StreamState(tracker, AthleteSelector(self.params), motion, period, sweep=sweep,
+                                 per_pass=math.ceil(len(sweep) / passes) if sweep else 1)
             self._streams[frame.stream_id] = state
         return state
 
@@ -113,30 +154,73 @@ class TrackerPlugin(Plugin):
         for frame in batch:
             frame.annotations["tracks"] = self._track(frame)
 
+    def _regions(self, state: _StreamState, frame: Frame, windows_only: bool = False) -> list[Region] | None:
+        """Where this detection pass looks (None: the whole frame, unsliced); ``windows_only``:
+        only around the fresh (unconfirmed) tracks."""
+        if state.sweep is None:
+            return None
+        o = self.options
+        objects = state.tracker.tracked_objects
+        if windows_only:
+            return [search_window(_box(obj.estimate), frame.width, frame.height, o.window_scale, 224)
+                    for obj in objects if obj.is_initializing]
+        if not objects:  # nobody followed (start, or everyone lost): sweep everything now
+            state.cursor = 0
+            return list(state.sweep)
+        k = o.window_tracks or (self.params.max_athletes + 1)
+        athletes = set(state.selector.athletes)
+        confirmed = sorted((obj for obj in objects if not obj.is_initializing),
+                           key=lambda obj: (int(obj.id) not in athletes, -state.selector.score_of(int(obj.id))))
+        # Leading tracks, plus fresh ones awaiting their confirming second detection.
+        chosen = confirmed[:k] + [obj for obj in objects if obj.is_initializing]
+        regions = [search_window(_box(obj.estimate), frame.width, frame.height, o.window_scale, 224) for obj in chosen]
+        for _ in range(min(state.per_pass, len(state.sweep))):
+            regions.append(state.sweep[state.cursor])
+            state.cursor = (state.cursor + 1) % len(state.sweep)
+        return regions
+
     def _track(self, frame: Frame) -> dict[int, Track]:
         from norfair import Detection
 
         o = self.options
         state = self._state(frame)
         transform = state.motion.update(frame.rgb) if state.motion is not None else None
-        if state.frames % o.detect_every == 0:
+        fresh = state.sweep is not None and any(obj.is_initializing for obj in state.tracker.tracked_objects)
+        if state.frames % o.detect_every == 0 or fresh:
+            # Between passes, fresh tracks still get a look each frame: the detector misses a
+            # small player now and then, and a track unconfirmed for long dies.
+            regions = self._regions(state, frame, windows_only=state.frames % o.detect_every != 0)
+            if regions is None:
+                found = self._detector.detect(frame.rgb)
+            else:
+                if not isinstance(self._detector, SlicedDetector):
+                    self._detector = SlicedDetector(self._detector)
+                found = self._detector.detect_regions(frame.rgb, regions)
             detections = [Detection(points=d.box.reshape(2, 2).astype(np.float64), data=d.score)
-                          for d in self._detector.detect(frame.rgb) if d.box[2] > d.box[0] and d.box[3] > d.box[1]]
+                          for d in found if d.box[2] > d.box[0] and d.box[3] > d.box[1]]
             objects = state.tracker.update(detections, period=state.period, coord_transformations=transform)
             fed = {id(d) for d in detections}
-            matched = {int(obj.id): id(obj.last_detection) in fed for obj in objects}
+            # A track counts as missed only where this pass looked at its scale.
+            matched = {int(obj.id): id(obj.last_detection) in fed for obj in objects
+                       if regions is None or any(region_sees(r, _box(obj.estimate), 0.08) for r in regions)}
         else:
             objects = state.tracker.update([], coord_transformations=transform)
             matched = None
         state.frames += 1
         tracks: dict[int, Track] = {}
         for obj in objects:
-            (x1, y1), (x2, y2) = obj.estimate
-            box = np.array([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], np.float32)
-            tracks[int(obj.id)] = Track(track_id=int(obj.id), box=box, score=float(obj.last_detection.data),
-                                        age=int(obj.age))
-        for tid in state.selector.update(tracks, frame.width, frame.height, matched):
+            tracks[int(obj.id)] = Track(track_id=int(obj.id), box=_box(obj.estimate),
+                                        score=float(obj.last_detection.data), age=int(obj.age))
+        athletes = state.selector.update(tracks, frame.width, frame.height, matched)
+        for tid in athletes:
             tracks[tid].is_athlete = True
+        for tid, track in tracks.items():
+            track.reason = state.selector.reasons.get(tid, "")
+        if len(athletes) >= 2:
+            # The athlete standing lowest in the frame is the one nearest the camera.
+            nearest = max(athletes, key=lambda t: tracks[t].box[3])
+            for tid in athletes:
+                tracks[tid].side = "near" if tid == nearest else "far"
         return dict(sorted(tracks.items()))
 
     def end_stream(self, eos: EndOfStream) -> None:
@@ -151,9 +235,14 @@ class TrackerPlugin(Plugin):
     # -- output ------------------------------------------------------------------------
     def describe(self, frame: Frame) -> dict[str, Any]:
         tracks = frame.annotations.get("tracks", {})
-        return {"tracks": {tid: {"track_id": tid, "box": [round(float(v), 1) for v in t.box],
-                                 "score": round(t.score, 4), "is_athlete": bool(t.is_athlete)}
-                           for tid, t in tracks.items()}}
+        out = {}
+        for tid, t in tracks.items():
+            rec = {"track_id": tid, "box": [round(float(v), 1) for v in t.box], "score": round(t.score, 4),
+                   "is_athlete": bool(t.is_athlete), "athlete_reason": t.reason}
+            if t.side is not None:
+                rec["side"] = t.side
+            out[tid] = rec
+        return {"tracks": out}
 
     def draw(self, frame: Frame, image: np.ndarray) -> None:
         scale = max(1, round(max(image.shape[:2]) / 720))
@@ -161,6 +250,11 @@ class TrackerPlugin(Plugin):
             x1, y1, x2, y2 = (int(round(v)) for v in t.box)
             color = (0, 220, 0) if t.is_athlete else (160, 160, 160)
             cv2.rectangle(image, (x1, y1), (x2, y2), color, (3 if t.is_athlete else 1) * scale)
-            label = f"{'athlete ' if t.is_athlete else ''}#{tid}"
+            label = f"{'athlete ' if t.is_athlete else ''}#{tid}{' ' + t.side if t.side else ''}"
             cv2.putText(image, label, (max(0, x1) + 3, max(14 * scale, y1 - 4 * scale)), cv2.FONT_HERSHEY_SIMPLEX,
                         0.5 * scale, color, scale, cv2.LINE_AA)
+
+
+def _box(estimate: np.ndarray) -> np.ndarray:
+    (x1, y1), (x2, y2) = estimate
+    return np.array([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], np.float32)

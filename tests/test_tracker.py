@@ -96,7 +96,8 @@ def test_identities_persist_between_and_across_missed_detections(every):
     assert all(len(tracks) == 2 for tracks in frames[2 * every:])  # boxes carried between detections
     described = plugin.describe(Frame("s", 0, 0, np.zeros((1, 1, 3), np.uint8), annotations={"tracks": frames[-1]}))
     record = next(iter(described["tracks"].values()))
-    assert set(record) == {"track_id", "box", "score", "is_athlete"} and len(record["box"]) == 4
+    assert set(record) == {"track_id", "box", "score", "is_athlete", "athlete_reason"} and len(record["box"]) == 4
+    assert all(r["athlete_reason"].startswith("athlete:") == r["is_athlete"] for r in described["tracks"].values())
     assert sum(r["is_athlete"] for r in described["tracks"].values()) == 1
 
 

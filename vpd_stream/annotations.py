@@ -48,6 +48,8 @@ class Track:
     score: float  # detection confidence of the latest matched detection
     is_athlete: bool = False
     age: int = 0  # frames since the track was created
+    reason: str = ""  # why the track is (or is not) an athlete, for the frame record
+    side: str | None = None  # "near" / "far" (lower / upper athlete in the frame) when several athletes are followed
 
 
 @dataclass
