@@ -1,7 +1,9 @@
 """A real live feed for tests: MPEG-TS over TCP on 127.0.0.1 at real-time pace.
 
 Every connection joins the broadcast at the current live position (aligned to a TS
-packet) and is cut after ``cut_after`` seconds, like a flaky contribution link.
+packet) and is cut after ``cut_after`` seconds, like a flaky contribution link. An outage
+of any length: ``cut()`` drops the connections now and ``refusing = True`` closes new ones
+at once (the feed is down) until it is set back to False.
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ class LiveFeedServer:
         self.cut_after = cut_after
         self.max_connections = max_connections
         self.connections = 0
+        self.refused = 0
+        self.refusing = False
+        self._cut = threading.Event()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
@@ -44,6 +49,10 @@ class LiveFeedServer:
         self._thread.join(2.0)
         self._sock.close()
 
+    def cut(self) -> None:
+        """Drop every open connection now."""
+        self._cut.set()
+
     def _accept(self) -> None:
         while not self._stop.is_set():
             try:
@@ -52,9 +61,11 @@ class LiveFeedServer:
                 continue
             except OSError:
                 return
-            if self.max_connections is not None and self.connections >= self.max_connections:
-                conn.close()  # the feed is gone for good
+            if self.refusing or (self.max_connections is not None and self.connections >= self.max_connections):
+                conn.close()  # the feed is down (for good, past max_connections)
+                self.refused += 1
                 continue
+            self._cut.clear()
             self.connections += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
@@ -64,7 +75,7 @@ class LiveFeedServer:
         position -= position % TS_PACKET
         sent = 0
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self._cut.is_set():
                 elapsed = time.monotonic() - started
                 if self.cut_after is not None and elapsed >= self.cut_after:
                     break

@@ -128,3 +128,114 @@ def test_ctrl_c_drains_and_exits_zero(tmp_path, ts_feed):
     assert "interrupted" in err.decode() and "Traceback" not in err.decode()
     records = jsonl_records(out)
     assert records[-1]["type"] == "end"
+
+
+class StderrLines:
+    """Collect a child's stderr lines as they come (to act on what it says)."""
+
+    def __init__(self, proc) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            self.lines.append(raw.decode(errors="replace"))
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def text(self) -> str:
+        self._thread.join(5.0)
+        return "".join(self.lines)
+
+
+def wait_for_output(out, size: int = 2000, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < size):
+        time.sleep(0.2)
+
+
+def test_sigterm_drains_like_the_first_ctrl_c(tmp_path, ts_feed):
+    out = tmp_path / "out.jsonl"
+    config = tmp_path / "c.toml"
+    config.write_text(FAST_RECONNECT)
+    with LiveFeedServer(ts_feed, duration=30.0) as feed:
+        proc = subprocess.Popen([*CLI, "run", "--chain", "framerecord", feed.url, "-o", str(out), "--config", str(config)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for_output(out)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    err = err.decode()
+    assert proc.returncode == 0, err  # before: 143, no drain, no summary, no end record
+    assert "terminated" in err and "frames processed" in err and "Traceback" not in err
+    records = jsonl_records(out)
+    frames = [r for r in records if r["type"] == "frame"]
+    assert records[-1]["type"] == "end" and records[-1]["frames"] == len(frames) and "error" not in records[-1]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_during_reconnect_backoff_drains_and_exits_zero(tmp_path, ts_feed, signum):
+    out = tmp_path / "out.jsonl"
+    config = tmp_path / "c.toml"
+    config.write_text("[source]\nreconnect_attempts = 10\nbackoff_initial = 30\nbackoff_max = 60\n"
+                      "open_timeout = 3\nread_timeout = 3\n")
+    with LiveFeedServer(ts_feed, duration=30.0, cut_after=1.0, max_connections=1) as feed:
+        proc = subprocess.Popen([*CLI, "run", "--chain", "framerecord", feed.url, "-o", str(out), "--config", str(config)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stderr = StderrLines(proc)
+        assert stderr.wait_for("reconnecting in 30.0 s"), stderr.text()
+        proc.send_signal(signum)
+        proc.wait(timeout=30)
+    err = stderr.text()
+    # before: exit 1, "feed unreachable after 3 attempts" although 10 were configured
+    assert proc.returncode == 0, err
+    assert not [line for line in err.splitlines() if line.startswith("error:")], err
+    records = jsonl_records(out)
+    assert records[-1]["type"] == "end" and "error" not in records[-1]
+    assert sum(r["type"] == "frame" for r in records) > 5
+
+
+def test_an_outage_is_a_gap_record_and_reconnects_count_outages(tmp_path, ts_feed):
+    out = tmp_path / "out.jsonl"
+    config = tmp_path / "c.toml"
+    config.write_text(FAST_RECONNECT.replace("backoff_initial = 0.05", "backoff_initial = 0.2"))
+    port = free_port()
+    with LiveFeedServer(ts_feed, duration=30.0) as feed:
+        proc = subprocess.Popen([*CLI, "run", "--chain", "framerecord", feed.url, "-o", str(out), "--config", str(config),
+                                 "--metrics-port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stderr = StderrLines(proc)
+        wait_for_output(out)
+        feed.refusing = True  # the feed goes down ...
+        feed.cut()
+        assert stderr.wait_for("(attempt 3 of unlimited)"), stderr.text()
+        feed.refusing = False  # ... and comes back
+        assert stderr.wait_for("feed back after"), stderr.text()
+        size = out.stat().st_size
+        wait_for_output(out, size + 2000)
+        text = scrape(port)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, stderr.text()
+    stream = feed.url.replace("tcp://127.0.0.1:", "tcp-127.0.0.1-")
+    assert sample(text, "vpd_source_reconnects_total", stream=stream) == 1.0  # one outage: one reconnect
+    assert sample(text, "vpd_source_reconnect_attempts_total", stream=stream) >= 3.0  # several attempts
+    records = jsonl_records(out)
+    gaps = [r for r in records if r["type"] == "gap"]
+    assert len(gaps) == 1, gaps
+    gap = gaps[0]
+    assert gap["lost_seconds"] > 0 and gap["reconnect_attempts"] >= 3 and gap["reason"]
+    frames = [r for r in records if r["type"] == "frame"]
+    after = next(i for i, r in enumerate(records) if r["type"] == "gap")
+    assert records[after + 1]["type"] == "frame" and records[after + 1]["frame"] == gap["before_frame"]
+    assert records[after + 1]["pts"] == gap["pts"]
+    end = records[-1]
+    assert end["type"] == "end" and end["frames"] == len(frames)
+    assert end.get("dropped", 0) == end.get("decoded", len(frames)) - len(frames)
