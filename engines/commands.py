@@ -1,28 +1,26 @@
 """`vpd-stream export` and `vpd-stream build-engine` (registered by vpd_stream.cli)."""
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import click
 
+from vpd_stream.command_options import out_option
+from vpd_stream.data_dir import data_folder
 from vpd_stream.errors import ConfigError, ModelError
 
 
 def _calibration_dir(option: str | None) -> Path:
     if option:
         return Path(option)
-    env = os.environ.get("VPD_DATA_DIR")
-    if env and (Path(env) / "videos").is_dir():
-        return Path(env) / "videos"
-    raise ConfigError("int8 export needs real crops: pass --calibration-videos DIR (videos of athletes) "
-                      "or set VPD_DATA_DIR to a folder with videos/")
+    return data_folder(None, "videos", "int8 export needs real crops (videos of athletes): calibration videos",
+                       option="--calibration-videos")
 
 
 @click.command("export")
 @click.argument("checkpoint", required=False, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@out_option(required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
               help="fp16: half weights (TensorRT 11); int8: static QDQ calibrated on real crops.")
 @click.option("--opset", type=int, default=17, show_default=True)
@@ -32,7 +30,7 @@ def _calibration_dir(option: str | None) -> Path:
 @click.option("--calibration-videos", type=click.Path(file_okay=False), help="int8: folder of calibration videos.")
 @click.option("--calibration-crops", type=int, default=64, show_default=True)
 @click.option("--force", is_flag=True, help="int8: write the model even if it fails the accuracy check.")
-def export(checkpoint: str | None, output: str, precision: str, opset: int, random_init: bool, seed: int,
+def export(checkpoint: str | None, out: str, precision: str, opset: int, random_init: bool, seed: int,
            dim: int, calibration_videos: str | None, calibration_crops: int, force: bool) -> None:
     """Write the student CHECKPOINT (.safetensors + sidecar) as an ONNX model with a dynamic batch."""
     from engines.export import export_student
@@ -44,7 +42,7 @@ def export(checkpoint: str | None, output: str, precision: str, opset: int, rand
                               random_dim=dim)
     if student.module is None:
         raise ModelError(f"{checkpoint} is already an ONNX file; export takes the .safetensors checkpoint")
-    out = Path(output)
+    out = Path(out)
     if precision != "int8":
         export_student(student.module, out, precision=precision, opset=opset, sidecar=student.sidecar)
         click.echo(f"wrote {out} ({precision}, opset {opset}, dynamic batch)")

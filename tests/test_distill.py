@@ -411,7 +411,7 @@ def test_distill_command_line(store, tmp_path):
 
     from click.testing import CliRunner
 
-    from offline_train.corpus_commands import distill as distill_cmd
+    from offline_train.commands import distill as distill_cmd
 
     out = tmp_path / "cli.safetensors"
     args = [str(store), "--out", str(out), "--epochs", "1", "--epoch-size", "2", "--batch-size", "2",

@@ -132,7 +132,7 @@ def test_concat_errors(corpus, second_student, tmp_path):
 def test_embed_cli_concat(corpus, second_student, tmp_path):
     from click.testing import CliRunner
 
-    from offline_train.corpus_commands import embed
+    from offline_train.commands import embed
 
     store, model, _ = corpus
     result = CliRunner().invoke(embed, [str(store.root), "--model", str(model), "--concat", str(second_student),
@@ -145,7 +145,7 @@ def test_embed_cli_concat(corpus, second_student, tmp_path):
 def test_embed_cli_and_errors(corpus, tmp_path):
     from click.testing import CliRunner
 
-    from offline_train.corpus_commands import embed
+    from offline_train.commands import embed
     from vpd_stream.errors import InputError, ModelError
 
     store, model, _ = corpus

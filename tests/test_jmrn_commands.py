@@ -6,7 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from offline_train.jmrn_commands import eval_jmrn, train_jmrn
+from offline_train.commands.jmrn import eval_jmrn, train_jmrn
 
 
 def test_table_from_cached_parts(tmp_path) -> None:

@@ -121,7 +121,7 @@ def test_worker_processes_write_the_same_store(tmp_path, clips):
 def test_prepare_cli_exit_status_and_summary(tmp_path, clips):
     from click.testing import CliRunner
 
-    from offline_train.corpus_commands import prepare
+    from offline_train.commands import prepare
 
     good, bad = clips
     result = CliRunner().invoke(prepare, [str(good[0]), str(bad), "--out", str(tmp_path / "s"), "-q",

@@ -147,7 +147,7 @@ def test_store_lunges_align_cameras_by_frame_and_read_student_features(tmp_path)
 def test_eval_vipe_students_command(tmp_path):
     from click.testing import CliRunner
 
-    from offline_train.vipe_commands import eval_vipe
+    from offline_train.commands.vipe import eval_vipe
 
     store = _lunge_store(tmp_path / "store", gaps={2: {7}})
     _write_features(store, tmp_path / "inv", lambda c, t: np.eye(16)[t])  # view-invariant

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import sys
 import threading
@@ -13,57 +12,12 @@ import click
 from . import __version__
 from .config import DEFAULT_CHAIN, Config, check_max_frames, check_option, coerce, load_config, validate_config
 from .errors import ConfigError, PluginError, VpdError
+from .lazy_commands import COMMANDS as LAZY_COMMANDS, LazyGroup
 
 log = logging.getLogger("vpd_stream")
 
-# Commands that live with the code they drive, imported only when used (keeps `run` fast).
-LAZY_COMMANDS = {
-    "export": ("engines.commands", "export"),
-    "build-engine": ("engines.commands", "build_engine"),
-    "eval": ("offline_train.commands", "eval_group"),
-    "train": ("offline_train.commands", "train_group"),
-    "prepare": ("offline_train.corpus_commands", "prepare"),
-    "distill": ("offline_train.corpus_commands", "distill"),
-    "embed": ("offline_train.corpus_commands", "embed"),
-    "train-vipe": ("offline_train.vipe_commands", "train_vipe"),
-    "eval-vipe": ("offline_train.vipe_commands", "eval_vipe"),
-}
 
-
-# Subcommands other parts of the project add to those groups (`vpd-stream train jmrn`).
-LAZY_SUBCOMMANDS = {
-    "train": [("offline_train.jmrn_commands", "train_jmrn")],
-    "eval": [("offline_train.jmrn_commands", "eval_jmrn")],
-}
-
-
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        names = set(super().list_commands(ctx))
-        names.update(n for n in LAZY_COMMANDS if self._load(n) is not None)
-        return sorted(names)
-
-    def get_command(self, ctx: click.Context, name: str):
-        return super().get_command(ctx, name) or self._load(name)
-
-    @staticmethod
-    def _load(name: str):
-        if name not in LAZY_COMMANDS:
-            return None
-        module, attr = LAZY_COMMANDS[name]
-        try:
-            command = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            return None  # that part of the project is not installed (yet)
-        for sub_module, sub_attr in LAZY_SUBCOMMANDS.get(name, []):
-            try:
-                command.add_command(getattr(importlib.import_module(sub_module), sub_attr))
-            except (ImportError, AttributeError):
-                pass
-        return command
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vpd-stream")
 def cli() -> None:
     """Streaming video analytics for individual sports (Video Pose Distillation)."""

@@ -107,19 +107,29 @@ class StoreSink:
         self._abort()  # anything not committed by now is incomplete: leave no file
 
 
-def build_chain(settings: PrepareSettings) -> list:
-    """The tracker → pose → crop → flow plugins, configured as ``vpd-stream run`` would."""
-    from vpd_stream.cli import build_plugins
+def chain_config(settings: PrepareSettings):
+    """The configuration of ``vpd-stream run`` (``settings.config_path``), narrowed to the
+    tracker → pose → crop → flow chain at the settings' rate, device and engine."""
     from vpd_stream.config import load_config
+
+    config = load_config(settings.config_path)
+    config.pipeline.chain = list(CHAIN)
+    config.pipeline.fps = settings.fps
+    config.pipeline.device = settings.device
+    config.pipeline.engine = settings.engine
+    return config
+
+
+def build_chain(settings: PrepareSettings, config=None) -> list:
+    """The tracker → pose → crop → flow plugins, configured as ``vpd-stream run`` would."""
+    from vpd_stream.runner import build_plugins
 
     if settings.chain_factory:
         import importlib
 
         module, _, attr = settings.chain_factory.partition(":")
         return list(getattr(importlib.import_module(module), attr)())
-    config = load_config(settings.config_path)
-    config.pipeline.chain = list(CHAIN)
-    return build_plugins(config)
+    return build_plugins(config if config is not None else chain_config(settings))
 
 
 def plugin_options(plugins: list) -> dict[str, Any]:
@@ -130,27 +140,24 @@ def plugin_options(plugins: list) -> dict[str, Any]:
 def prepare_video(source: str, name: str, store_root: str, settings: PrepareSettings,
                   on_frame: Callable[[int], None] | None = None) -> VideoEntry:
     """Prepare one video; never raises for a bad video — the entry says what failed."""
-    from vpd_stream.config import load_config
-    from vpd_stream.pipeline import Pipeline
-    from vpd_stream.plugin import PluginContext
-    from vpd_stream.sources import VideoSource
+    from vpd_stream.runner import build_pipeline
 
     store = CorpusStore(store_root)
     try:
-        plugins = build_chain(settings)
-        config = load_config(settings.config_path)
-        video = VideoSource(source, name, config.source, settings.fps, max_frames=settings.max_frames)
-        video.check()
+        config = chain_config(settings)
+        plugins = build_chain(settings, config)
     except VpdError as exc:
         return VideoEntry(name, source, "failed", error=str(exc))
     attrs = {"teacher": "pose2d", "chain": [p.name for p in plugins], "options": plugin_options(plugins),
              "max_frames": settings.max_frames if settings.max_frames is not None else -1}
     sink = StoreSink(store, name, source, attrs, on_frame)
-    context = PluginContext(device=settings.device, engine=settings.engine, target_fps=settings.fps,
-                            model_dir=config.pipeline.model_dir)
+    try:  # the source is checked before the sink can write anything
+        pipeline = build_pipeline(config, [source], [sink], max_frames=settings.max_frames, plugins=plugins,
+                                  names=[name])
+    except VpdError as exc:
+        return VideoEntry(name, source, "failed", error=str(exc))
     try:
-        summary = Pipeline([video], plugins, [sink], context=context,
-                           queue_size=config.pipeline.queue_size).run()
+        summary = pipeline.run()
     except VpdError as exc:
         sink.close()
         return VideoEntry(name, source, "failed", error=str(exc))

@@ -19,7 +19,7 @@ Outputs, for ``--out MODEL.safetensors``:
   ``speed/frames_per_s``, ``time/data_wait_s`` and ``time/compute_s``;
 * ``MODEL.train/results.json`` — the best epoch's validation errors and the trivial ones.
 
-Multi-GPU: launch with ``torchrun --nproc_per_node=N -m offline_train.distill.train ...``;
+Multi-GPU: launch with ``torchrun --nproc_per_node=N -m offline_train.distill STORE --out MODEL``;
 each rank takes every N-th sampled frame and the validation sums are all-reduced. On
 CUDA, mixed precision (bf16 where supported, else fp16 with loss scaling) and
 channels-last are on by default.
@@ -477,9 +477,3 @@ def motion_error_from_pairs(model_path: str, data: DistillData, val_idx: np.ndar
         total += float(((delta - cur["target"][:, data.dim:]) ** 2).sum())
     ds.close()
     return total / len(rows)
-
-
-if __name__ == "__main__":  # torchrun --nproc_per_node=N -m offline_train.distill.train STORE --out MODEL
-    from offline_train.corpus_commands import distill as _command
-
-    _command(prog_name="offline_train.distill.train")

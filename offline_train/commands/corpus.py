@@ -1,15 +1,12 @@
 """``vpd-stream prepare``, ``distill`` and ``embed``: the offline path that makes the student."""
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
-
-def _logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+from .common import setup_logging
+from .dataclass_options import DeferredParamsCommand, dataclass_params
 
 
 @click.command()
@@ -36,10 +33,10 @@ def prepare(videos, out, config_path, workers, ray_address, fps, device, engine,
     """
     from vpd_stream.errors import ConfigError
 
-    from .corpus.parallel import prepare_corpus
-    from .corpus.prepare import PrepareSettings
+    from ..corpus.parallel import prepare_corpus
+    from ..corpus.prepare import PrepareSettings
 
-    _logging(verbose)
+    setup_logging(verbose)
     try:
         target = None if fps.lower() == "none" else float(fps)
     except ValueError:
@@ -56,54 +53,51 @@ def prepare(videos, out, config_path, workers, ray_address, fps, device, engine,
         sys.exit(1)
 
 
-@click.command()
-@click.argument("store")
-@click.option("--out", "-o", required=True, help="The student checkpoint to write (MODEL.safetensors).")
-@click.option("--teacher", type=click.Choice(["pose2d", "vipe"]), default="pose2d", show_default=True)
-@click.option("--vipe-model", help="The VIPE* model for --teacher vipe (default: the committed one).")
-@click.option("--threshold", type=float, default=0.5, show_default=True,
-              help="Weak-pose selection: least mean joint score of a supervising frame (0.7 for tennis).")
-@click.option("--val-fraction", type=float, default=0.2, show_default=True)
-@click.option("--epochs", type=int, default=20, show_default=True)
-@click.option("--epoch-size", type=int, default=20_000, show_default=True, help="Frames sampled per epoch.")
-@click.option("--batch-size", type=int, default=100, show_default=True)
-@click.option("--lr", type=float, default=5e-4, show_default=True)
-@click.option("--no-motion", is_flag=True, help="Ablation: no decoder D, the student regresses p_t directly.")
-@click.option("--swap-aware-motion/--no-swap-aware-motion", default=True, show_default=True,
-              help="Δp against the left/right-relabelled p_{t−1} where the teacher swapped sides between frames.")
-@click.option("--resume", is_flag=True, help="Continue from MODEL.train/state.pt.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--amp/--no-amp", default=None, help="Mixed precision (default: on for CUDA).")
-@click.option("--channels-last/--no-channels-last", default=None, help="Default: on for CUDA.")
-@click.option("--loader-workers", type=int, default=2, show_default=True)
-@click.option("--val-frames", type=int, default=2000, show_default=True, help="Held-out frames evaluated per epoch.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=0, help="Torch threads on CPU (0 = default).")
-@click.option("--no-augment", is_flag=True, help="Train without augmentation.")
-@click.option("--architecture", type=click.Choice(["resnet34", "resnet18"]), default="resnet34", show_default=True,
-              help="The student's backbone (the paper's is resnet34; resnet18 for quick runs).")
-@click.option("-q", "--quiet", is_flag=True)
-@click.option("-v", "--verbose", count=True)
-def distill(store, out, teacher, vipe_model, threshold, val_fraction, epochs, epoch_size, batch_size, lr,
-            no_motion, swap_aware_motion, resume, device, amp, channels_last, loader_workers, val_frames, seed, threads,
-            no_augment, architecture, quiet, verbose):
-    """Distill the pose teacher into the student F (ResNet-34 on RGB + flow) from STORE."""
-    from .distill.train import DistillOptions, distill as run, run_dir
+DISTILL_HELP = {
+    "out": "The student checkpoint to write (MODEL.safetensors).",
+    "vipe_model": "The VIPE* model for --teacher vipe (default: the committed one).",
+    "threshold": "Weak-pose selection: least mean joint score of a supervising frame (0.7 for tennis).",
+    "val_fraction": "Fraction of the supervising frames held out for validation.",
+    "epoch_size": "Frames sampled per epoch.",
+    "weight_decay": "AdamW weight decay.",
+    "motion": "--no-motion: the ablation without decoder D, the student regresses p_t directly.",
+    "swap_aware_motion": "Δp against the left/right-relabelled p_{t−1} where the teacher swapped sides between frames.",
+    "architecture": "The student's backbone (the paper's is resnet34; resnet18 for quick runs).",
+    "loader_workers": "Data-loader worker processes.",
+    "val_frames": "Held-out frames evaluated per epoch.",
+    "ma_window": "Epochs in the validation loss's moving average (picks the best epoch).",
+    "resume": "Continue from MODEL.train/state.pt.",
+    "amp": "Mixed precision (default: on for CUDA).",
+    "channels_last": "Channels-last memory format (default: on for CUDA).",
+    "augment": "--no-augment: train without augmentation.",
+    "threads": "Torch threads on CPU (0 = default).",
+}
+DISTILL_CHOICES = {"teacher": ("pose2d", "vipe"), "device": ("auto", "cpu", "cuda"),
+                   "architecture": ("resnet34", "resnet18")}
 
-    _logging(verbose)
-    opts = DistillOptions(store=store, out=out, teacher=teacher, vipe_model=vipe_model, threshold=threshold,
-                          val_fraction=val_fraction, epochs=epochs, epoch_size=epoch_size, batch_size=batch_size,
-                          lr=lr, motion=not no_motion, seed=seed, loader_workers=loader_workers,
-                          val_frames=val_frames, resume=resume, device=device, amp=amp,
-                          channels_last=channels_last, augment=not no_augment, threads=threads,
-                          architecture=architecture, swap_aware_motion=swap_aware_motion,
-                          progress=not quiet)
+
+def _distill_params() -> list[click.Parameter]:
+    from ..distill.train import DistillOptions  # torch: only when distill itself is used
+
+    return dataclass_params(DistillOptions, arguments=("store",), skip=("progress",), help=DISTILL_HELP,
+                            choices=DISTILL_CHOICES, short={"out": "-o"})
+
+
+@click.command(cls=DeferredParamsCommand, deferred=_distill_params)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars and no closing line.")
+@click.option("-v", "--verbose", count=True)
+def distill(quiet: bool, verbose: int, **values):
+    """Distill the pose teacher into the student F (ResNet-34 on RGB + flow) from STORE."""
+    from ..distill.train import DistillOptions, distill as run, run_dir
+
+    setup_logging(verbose)
+    opts = DistillOptions(**values, progress=not quiet)
     results = run(opts)
     best, trivial = results["best"], results["trivial"]
     if not quiet:
         click.echo(f"best epoch {results['best_epoch']}: validation loss {best['val_loss']:.4f} "
                    f"(pose {best['val_pose']:.4f}, motion {best['val_motion']:.4f}); trivial predictor "
-                   f"{trivial['loss']:.4f}; student written to {out}; log in {run_dir(out)}", err=True)
+                   f"{trivial['loss']:.4f}; student written to {opts.out}; log in {run_dir(opts.out)}", err=True)
 
 
 @click.command()
@@ -119,7 +113,7 @@ def distill(store, out, teacher, vipe_model, threshold, val_fraction, epochs, ep
 @click.option("-q", "--quiet", is_flag=True)
 def embed(store, model, concat, out, engine, precision, max_batch, device, threads, quiet):
     """Embed every frame of STORE (and its mirror) with a student, through the stream's engines."""
-    from .embed import EmbedOptions, embed_store
+    from ..embed import EmbedOptions, embed_store
 
     result = embed_store(EmbedOptions(store=store, model=model, out=out, concat=concat, engine=engine,
                                       precision=precision, max_batch=max_batch, device=device, threads=threads,

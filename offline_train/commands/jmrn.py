@@ -1,5 +1,5 @@
-"""Click commands for JMRN: ``train_jmrn`` (``vpd-stream train jmrn``) and ``eval_jmrn``
-(``vpd-stream eval penn-action-jmrn``).
+"""JMRN's commands: ``train_jmrn`` (``vpd-stream train jmrn``) and ``eval_jmrn``
+(``vpd-stream eval jmrn``; ``eval penn-action-jmrn`` is its old, hidden spelling).
 
 ``eval_jmrn`` runs one part of the Penn Action evaluation per call (each part is a few
 minutes on 2 cores) and caches it under ``--out``; ``--part table`` assembles every cached
@@ -12,44 +12,30 @@ from pathlib import Path
 
 import click
 
+from vpd_stream.command_options import out_option
+from vpd_stream.data_dir import data_folder
 from vpd_stream.errors import ConfigError
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "penn_action"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "plugins" / "weights" / "jmrn_default.safetensors"
+from .common import set_threads
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "plugins" / "weights" / "jmrn_default.safetensors"
 
 
 def _data_root(data: str | None) -> Path:
-    import os
-
-    if data:
-        root = Path(data)
-    elif os.environ.get("VPD_DATA_DIR"):
-        root = Path(os.environ["VPD_DATA_DIR"]) / "penn_action"
-    else:
-        root = DEFAULT_DATA
-    if not root.is_dir():
-        raise ConfigError(f"Penn Action not found at {root}; pass --data DIR (the folder with labels/) or set VPD_DATA_DIR")
-    return root
-
-
-def _threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, n))
+    return data_folder(data, "penn_action", "Penn Action (the folder with labels/)")
 
 
 @click.command("jmrn")
 @click.option("--data", type=click.Path(file_okay=False), default=None, help="Penn Action folder (with labels/).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Weights file (.safetensors; a .json sidecar is written next to it). "
-                   "Default: the bundled plugins/weights/jmrn_default.safetensors.")
+@out_option(type=click.Path(dir_okay=False), help="Weights file (.safetensors; a .json sidecar is written next "
+            "to it). Default: the bundled plugins/weights/jmrn_default.safetensors.")
 @click.option("--variant", type=click.Choice(["proposed", "no_contrastive", "only_aug", "proposed_no_paa",
                                               "no_contrastive_no_paa"]), default="proposed", show_default=True)
 @click.option("--epochs", type=int, default=None, help="Training epochs (default 5, as the bundled model).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True, help="A tiny run (a few clips, 1 epoch) to check the setup.")
 @click.option("--threads", type=int, default=2, show_default=True)
-def train_jmrn(data: str | None, output: str | None, variant: str, epochs: int | None, seed: int, quick: bool,
+def train_jmrn(data: str | None, out: str | None, variant: str, epochs: int | None, seed: int, quick: bool,
                threads: int) -> None:
     """Train JMRN on Penn Action's official train split and save it (safetensors + JSON)."""
     from dataclasses import asdict
@@ -58,14 +44,14 @@ def train_jmrn(data: str | None, output: str | None, variant: str, epochs: int |
 
     from vpd_stream.models.jmrn import save_jmrn
 
-    from .jmrn.evaluate import CPU_HEATMAP, FULL_EPOCHS, load_penn_maps, model_config, top1, train_config
-    from .jmrn.train import predict_logits, train_jmrn as fit
-    from .penn_action import CLASSES
+    from ..jmrn.evaluate import CPU_HEATMAP, FULL_EPOCHS, load_penn_maps, model_config, top1, train_config
+    from ..jmrn.train import predict_logits, train_jmrn as fit
+    from ..penn_action import CLASSES
 
-    if output is None and quick:
-        raise ConfigError("--quick trains a throw-away model: give it an -o/--output path (it must not replace the bundled weights)")
-    output = output or str(DEFAULT_WEIGHTS)
-    _threads(threads)
+    if out is None and quick:
+        raise ConfigError("--quick trains a throw-away model: give it an -o/--out path (it must not replace the bundled weights)")
+    output = out or str(DEFAULT_WEIGHTS)
+    set_threads(threads)
     root = _data_root(data)
     data_maps = load_penn_maps(root, CPU_HEATMAP, limit=120 if quick else None)
     tr, te = np.flatnonzero(data_maps.train), np.flatnonzero(~data_maps.train)
@@ -87,9 +73,9 @@ def train_jmrn(data: str | None, output: str | None, variant: str, epochs: int |
 PARTS = ("full", "ablation", "fewshot", "bigru", "fusion", "clips", "table")
 
 
-@click.command("penn-action-jmrn")
+@click.command("jmrn")
 @click.option("--data", type=click.Path(file_okay=False), default=None, help="Penn Action folder (with labels/).")
-@click.option("--out", type=click.Path(file_okay=False), default="runs/jmrn", show_default=True,
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="runs/jmrn", show_default=True,
               help="Where each part's results are cached.")
 @click.option("--part", type=click.Choice(PARTS), default="table", show_default=True,
               help="What to run: one training per call keeps each job short.")
@@ -112,9 +98,9 @@ PARTS = ("full", "ablation", "fewshot", "bigru", "fusion", "clips", "table")
 def eval_jmrn(data, out, part, variant, shots, split, extra_logits, results, min_steps, beta, gamma, bigru_weights,
               quick, threads) -> None:
     """Penn Action evaluation of JMRN: full, ablations, few-shot, fusion, clip selection."""
-    from .jmrn import evaluate
+    from ..jmrn import evaluate
 
-    _threads(threads)
+    set_threads(threads)
     evaluate.run_part(_data_root(data), Path(out), part, variant=variant, shots=shots, split=split,
                          extra_logits=[Path(p) for p in extra_logits], results=Path(results),
                          min_steps=min_steps, beta=beta, gamma=gamma, quick=quick, log=click.echo,

@@ -1,33 +1,26 @@
-"""Click commands for VIPE*: ``train_vipe`` (``vpd-stream train-vipe``) and ``eval_vipe``
-(``vpd-stream eval-vipe``)."""
+"""VIPE*'s commands: ``train_vipe`` (``vpd-stream train vipe``) and ``eval_vipe``
+(``vpd-stream eval vipe``); ``train_vipe_legacy`` is the old ``vpd-stream train-vipe``
+spelling (its ``--data`` named the pose source), kept hidden for one release."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import click
 
+from vpd_stream.command_options import out_option
+from vpd_stream.data_dir import data_folder
 from vpd_stream.errors import ConfigError
 
-_REPO = Path(__file__).resolve().parents[1]
+from .common import set_threads
+
+_REPO = Path(__file__).resolve().parents[2]
 DEFAULT_WEIGHTS = _REPO / "vpd_stream" / "models" / "weights" / "vipe_default.safetensors"
 DEFAULT_CACHE = _REPO / ".cache" / "vipe"
-
-
-def _data_path(given: str | None, sub: str, what: str, required: bool = True) -> Path | None:
-    """``given``, else $VPD_DATA_DIR/sub, else ../shared/data/sub next to the repository."""
-    if given:
-        root = Path(given)
-    elif os.environ.get("VPD_DATA_DIR"):
-        root = Path(os.environ["VPD_DATA_DIR"]) / sub
-    else:
-        root = _REPO.parent / "shared" / "data" / sub
-    if root.is_dir():
-        return root
-    if required:
-        raise ConfigError(f"{what} not found at {root}; pass its folder explicitly or set VPD_DATA_DIR")
-    return None
+POSES = click.Choice(["msr", "synthetic", "both"])
+POSES_HELP = "3D poses to train on: MSR Action3D (subjects 1-8), procedural poses, or both."
+MSR_HELP = "MSR Action3D folder (with skeleton_real3d/); default $VPD_DATA_DIR/msr_action3d."
+OUT_HELP = "Weights file (.safetensors; a .json sidecar is written next to it)."
 
 
 def _sha256(path: Path) -> str:
@@ -43,32 +36,56 @@ def _name_path(spec: str, option: str, example: str) -> tuple[str, str]:
     return name, path
 
 
-@click.command("train-vipe")
-@click.option("--data", type=click.Choice(["msr", "synthetic", "both"]), default="both", show_default=True,
-              help="3D poses to train on: MSR Action3D (subjects 1-8), procedural poses, or both.")
-@click.option("--msr", "msr_dir", type=click.Path(file_okay=False), default=None,
-              help="MSR Action3D folder (with skeleton_real3d/); default $VPD_DATA_DIR/msr_action3d.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=str(DEFAULT_WEIGHTS), show_default=True,
-              help="Weights file (.safetensors; a .json sidecar is written next to it).")
-@click.option("--steps", type=int, default=1500, show_default=True)
-@click.option("--batch", "batch_poses", type=int, default=256, show_default=True,
-              help="3D poses per step (each rendered from two cameras).")
-@click.option("--dim", type=int, default=32, show_default=True, help="Embedding size.")
-@click.option("--vflip", is_flag=True, help="Save as the 64-d model (embedding of the pose + of its vertical flip).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--quick", is_flag=True, help="A tiny run (60 steps) to check the setup.")
-def train_vipe(data: str, msr_dir: str | None, output: str, steps: int, batch_poses: int, dim: int, vflip: bool,
-               seed: int, threads: int, quick: bool) -> None:
+def _training_options(f):
+    for option in reversed([
+        click.option("--steps", type=int, default=1500, show_default=True),
+        click.option("--batch", "batch_poses", type=int, default=256, show_default=True,
+                     help="3D poses per step (each rendered from two cameras)."),
+        click.option("--dim", type=int, default=32, show_default=True, help="Embedding size."),
+        click.option("--vflip", is_flag=True, help="Save as the 64-d model (embedding of the pose + of its vertical flip)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--threads", type=int, default=1, show_default=True, help="Torch threads."),
+        click.option("--quick", is_flag=True, help="A tiny run (60 steps) to check the setup."),
+    ]):
+        f = option(f)
+    return f
+
+
+@click.command("vipe")
+@click.option("--poses", type=POSES, default="both", show_default=True, help=POSES_HELP)
+@click.option("--data", "msr_dir", type=click.Path(file_okay=False), default=None, help=MSR_HELP)
+@out_option(type=click.Path(dir_okay=False), default=str(DEFAULT_WEIGHTS), help=OUT_HELP)
+@_training_options
+def train_vipe(poses: str, msr_dir: str | None, out: str, **training) -> None:
     """Train the VIPE* view-invariant pose embedding and save it (safetensors + JSON)."""
+    _train(poses, msr_dir, out, **training)
+
+
+@click.command("train-vipe", hidden=True)
+@click.option("--data", "poses", type=POSES, default="both", show_default=True, help=POSES_HELP)
+@click.option("--msr", "msr_dir", type=click.Path(file_okay=False), default=None, help=MSR_HELP)
+@out_option(type=click.Path(dir_okay=False), default=str(DEFAULT_WEIGHTS), help=OUT_HELP)
+@_training_options
+def train_vipe_legacy(poses: str, msr_dir: str | None, out: str, **training) -> None:
+    """Old spelling of `vpd-stream train vipe` (--data is now --poses, --msr is now --data)."""
+    _train(poses, msr_dir, out, **training)
+
+
+def _train(poses: str, msr_dir: str | None, output: str, steps: int, batch_poses: int, dim: int, vflip: bool,
+           seed: int, threads: int, quick: bool) -> None:
     from vpd_stream.models.vipe import VipeConfig
 
-    from .vipe.train import TrainConfig, train_and_save
+    from ..vipe.train import TrainConfig, train_and_save
 
     if steps < 1 or batch_poses < 2:
         raise ConfigError("--steps must be >= 1 and --batch >= 2")
-    msr = _data_path(msr_dir, "msr_action3d", "MSR Action3D", required=data != "synthetic" or msr_dir is not None)
-    cfg = TrainConfig(data=data, steps=60 if quick else steps, batch_poses=batch_poses, seed=seed, threads=threads,
+    try:  # needed to train on MSR; with synthetic poses only, it still validates when present
+        msr: Path | None = data_folder(msr_dir, "msr_action3d", "MSR Action3D")
+    except ConfigError:
+        if poses != "synthetic" or msr_dir is not None:
+            raise
+        msr = None
+    cfg = TrainConfig(data=poses, steps=60 if quick else steps, batch_poses=batch_poses, seed=seed, threads=threads,
                       val_every=30 if quick else 500, val_poses=200 if quick else 1000,
                       model=VipeConfig(dim=dim, vflip=vflip))
     summary = train_and_save(cfg, msr, Path(output), log=click.echo)
@@ -79,16 +96,19 @@ def train_vipe(data: str, msr_dir: str | None, output: str, steps: int, batch_po
     click.echo(f"wrote {output} and {Path(output).with_suffix('.json').name}")
 
 
-@click.command("eval-vipe")
+@click.command("vipe")
 @click.option("--model", "models", multiple=True, metavar="NAME=PATH",
               help="A VIPE* model to evaluate (repeatable); default: the committed one, named 'vipe'.")
 @click.option("--part", type=click.Choice(["all", "penn", "lunge", "students"]), default="all", show_default=True,
               help="'students': the lunge table on a corpus store (--store) for the teachers and for distilled "
                    "students' `vpd-stream embed` features (--features); not part of 'all'.")
-@click.option("--penn", "penn_dir", type=click.Path(file_okay=False), default=None,
-              help="Penn Action folder (with labels/); default $VPD_DATA_DIR/penn_action.")
-@click.option("--videos", "videos_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder with lunge_cam01..04.mp4; default $VPD_DATA_DIR/videos.")
+@click.option("--data", type=click.Path(file_okay=False), default=None,
+              help="The data folder holding penn_action/ and videos/ (lunge_cam01..04.mp4); default $VPD_DATA_DIR "
+                   "or ../shared/data.")
+@click.option("--penn", "penn_dir", type=click.Path(file_okay=False), default=None, hidden=True,
+              help="Penn Action folder (with labels/), instead of DATA/penn_action.")
+@click.option("--videos", "videos_dir", type=click.Path(file_okay=False), default=None, hidden=True,
+              help="Folder with lunge_cam01..04.mp4, instead of DATA/videos.")
 @click.option("--subset", type=int, default=1, show_default=True,
               help="Keep every N-th Penn test clip (smoke runs; numbers not comparable).")
 @click.option("--cache", type=click.Path(file_okay=False), default=str(DEFAULT_CACHE), show_default=True,
@@ -99,18 +119,17 @@ def train_vipe(data: str, msr_dir: str | None, output: str, steps: int, batch_po
               help="--part students: `vpd-stream embed` output on that store (repeatable), e.g. VI-VPD=feat/vi.")
 @click.option("--tolerance", type=int, default=None,
               help="Instant-hit tolerance in frames (default: 3 for --part lunge, 2 for students at 30 fps).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Write the Markdown here too.")
-def eval_vipe(models: tuple[str, ...], part: str, penn_dir: str | None, videos_dir: str | None, subset: int,
-              cache: str, store: str | None, features: tuple[str, ...], tolerance: int | None,
-              output: str | None) -> None:
+@out_option(type=click.Path(dir_okay=False), help="Write the Markdown here too.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads.")
+def eval_vipe(models: tuple[str, ...], part: str, data: str | None, penn_dir: str | None, videos_dir: str | None,
+              subset: int, cache: str, store: str | None, features: tuple[str, ...], tolerance: int | None,
+              out: str | None, threads: int) -> None:
     """Penn Action NNS-DTW / few-shot / cross-view tables and the lunge view-invariance table."""
-    import torch
-
     from vpd_stream.models.vipe import load_vipe
 
-    from .vipe import evaluate as ev
+    from ..vipe import evaluate as ev
 
-    torch.set_num_threads(1)
+    set_threads(threads)
     named = [(name, Path(path)) for name, path in (_name_path(s, "--model", "vipe=weights.safetensors")
                                                    for s in models or (f"vipe={DEFAULT_WEIGHTS}",))]
     feature_dirs = [_name_path(s, "--features", "VI-VPD=features/") for s in features]
@@ -120,7 +139,7 @@ def eval_vipe(models: tuple[str, ...], part: str, penn_dir: str | None, videos_d
     t0 = time.perf_counter()
     sections = ["Models: " + ", ".join(f"`{n}` = {p.name}" for n, p in named) + "."]
     if part in ("all", "penn"):
-        root = _data_path(penn_dir, "penn_action", "Penn Action")
+        root = data_folder(penn_dir or _under(data, "penn_action"), "penn_action", "Penn Action")
         train, test, splits = ev.load_penn(root, subset)
         # DTW costs are cached per feature set (weights sha256) so a long evaluation can be
         # run one model per call and assembled at the end.
@@ -137,7 +156,7 @@ def eval_vipe(models: tuple[str, ...], part: str, penn_dir: str | None, videos_d
         sections += ["### Penn Action" + (f" (every {subset}th test clip: smoke run)" if subset > 1 else ""), "",
                      ev.penn_markdown(results, len(train), len(test))]
     if part in ("all", "lunge"):
-        vids = _data_path(videos_dir, "videos", "the lunge videos")
+        vids = data_folder(videos_dir or _under(data, "videos"), "videos", "the lunge videos")
         poses = ev.lunge_poses(vids, Path(cache) / "lunge_poses.npz", log=click.echo)
         f2d, f2d_flip, valid = ev.lunge_features(poses, None)
         rows = [ev.view_invariance("2D joints", f2d, valid), ev.view_invariance("2D joints, best of flip", f2d, valid,
@@ -171,5 +190,9 @@ def eval_vipe(models: tuple[str, ...], part: str, penn_dir: str | None, videos_d
     sections.append(f"Evaluation took {time.perf_counter() - t0:.0f} s.")
     text = "\n".join(sections) + "\n"
     click.echo(text)
-    if output:
-        Path(output).write_text(text, encoding="utf-8")
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+
+
+def _under(data: str | None, sub: str) -> Path | None:
+    return Path(data) / sub if data else None
