@@ -101,3 +101,73 @@ def test_one_bad_file_among_good_ones(tmp_path, clip_bytes):
     bad.write_text("nope")
     result = run_cli("run", "--chain", "framerecord", str(good), str(bad))
     assert_clean_error(result, "bad.mp4")
+
+
+def test_named_pipe_with_a_writer_is_read(tmp_path):
+    """A FIFO has size 0: it was refused as 'empty (0 bytes)' before issue 17."""
+    import os
+    import threading
+
+    clip = make_clip(tmp_path / "c.ts", frames=40, container_format="mpegts").read_bytes()
+    fifo = tmp_path / "feed.ts"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "wb") as f:  # blocks until the CLI opens the pipe to read
+            f.write(clip)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    out = tmp_path / "out.jsonl"
+    result = run_cli("run", "--chain", "framerecord", str(fifo), "-o", str(out), timeout=60)
+    writer.join(5)
+    assert result.returncode == 0, result.stderr.decode()
+    assert sum(r["type"] == "frame" for r in jsonl_records(out)) == 40
+
+
+def rotated_mp4(tmp_path, degrees_metadata: int) -> Path:
+    """An MP4 whose track header says 'display rotated' (what `-metadata:s:v rotate=90` or a
+    phone writes): the tkhd matrix patched in place, since PyAV cannot set it."""
+    import struct
+
+    path = make_clip(tmp_path / "r.mp4", frames=10, size=(160, 120))
+    data = bytearray(path.read_bytes())
+    tkhd = data.find(b"tkhd")
+    assert data[tkhd + 4] == 0  # version 0: the matrix follows 40 bytes of fields
+    offset = tkhd + 4 + 40
+    one, width, height = 1 << 16, 160 << 16, 120 << 16
+    matrices = {90: (0, one, 0, -one, 0, 0, height, 0, 1 << 30),
+                270: (0, -one, 0, one, 0, 0, 0, width, 1 << 30),
+                180: (-one, 0, 0, 0, -one, 0, width, height, 1 << 30)}
+    data[offset: offset + 36] = struct.pack(">9i", *matrices[degrees_metadata])
+    out = tmp_path / f"rot{degrees_metadata}.mp4"
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize("rotate,turns", [(90, -1), (270, 1), (180, 2)])
+def test_rotation_metadata_is_applied(tmp_path, rotate, turns):
+    import threading
+
+    import numpy as np
+
+    from clips import pattern
+    from vpd_stream.config import SourceConfig
+    from vpd_stream.sources import VideoSource
+
+    path = rotated_mp4(tmp_path, rotate)
+    out = tmp_path / "out.jsonl"
+    result = run_cli("run", "--chain", "framerecord", str(path), "-o", str(out))
+    assert result.returncode == 0, result.stderr.decode()
+    first = [r for r in jsonl_records(out) if r["type"] == "frame"][0]
+    upright = (160, 120) if rotate == 180 else (120, 160)
+    assert (first["width"], first["height"]) == upright
+    source = VideoSource(str(path), "r", SourceConfig(), None)
+    source.check()
+    frame = next(iter(source.frames(threading.Event())))
+    expected = np.rot90(pattern(0, 160, 120), turns)  # rotate=90 means: show it turned clockwise
+    assert frame.rgb.shape == expected.shape and frame.rgb.flags["C_CONTIGUOUS"]
+    assert np.abs(frame.rgb.astype(int) - expected).mean() < 12  # lossy H.264, the right way up
+    wrong = np.rot90(pattern(0, 160, 120), -turns)
+    if rotate != 180:
+        assert np.abs(frame.rgb.astype(int) - wrong).mean() > 30
