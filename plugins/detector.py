@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from engines import Engine, create_engine, run_chunked
-from vpd_stream.annotations import Key, feature_vector
+from vpd_stream.annotations import FEATURE_SOURCES, Key, feature_vector
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Event, Frame
 from vpd_stream.heads.intervals import shape_interval
@@ -157,8 +157,8 @@ class DetectorPlugin(Plugin):
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
         o = self.options
-        if o.features not in ("pose", "embedding"):
-            raise ConfigError(f"detector: features must be 'pose' or 'embedding', not {o.features!r}")
+        if o.features not in FEATURE_SOURCES:
+            raise ConfigError(f"detector: features must be 'pose', 'pose_box' or 'embedding', not {o.features!r}")
         if o.window < 1 or not 1 <= o.stride <= o.window:
             raise ConfigError("detector: need window >= 1 and 1 <= stride <= window")
         if o.lookahead < -1:
@@ -167,7 +167,7 @@ class DetectorPlugin(Plugin):
             raise ConfigError(f"detector: weighting must be one of {', '.join(WEIGHTINGS)}, not {o.weighting!r}")
         if o.max_batch < 1:
             raise ConfigError(f"detector: max_batch must be at least 1, not {o.max_batch}")
-        self.requires = (Key.TRACKS, o.features)
+        self.requires = (Key.TRACKS, FEATURE_SOURCES[o.features])
         self.lookahead = o.window - 1 if o.lookahead < 0 else min(o.lookahead, o.window - 1)
         self.states: dict[str, dict[int, TrackState]] = {}
         self.models: list[torch.nn.Module] = []

@@ -20,7 +20,7 @@ import numpy as np
 
 from engines import create_engine
 from vpd_stream.skeleton import flip_features
-from vpd_stream.annotations import Key, feature_vector
+from vpd_stream.annotations import FEATURE_SOURCES, Key, feature_vector
 from vpd_stream.dtw import DtwIndex
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Event, Frame
@@ -52,15 +52,15 @@ class RecognizerPlugin(Plugin):
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
-        if self.options.features not in ("pose", "embedding"):
-            raise ConfigError(f"recognizer: features must be 'pose' or 'embedding', not {self.options.features!r}")
+        if self.options.features not in FEATURE_SOURCES:
+            raise ConfigError(f"recognizer: features must be 'pose', 'pose_box' or 'embedding', not {self.options.features!r}")
         if self.options.method not in ("bigru", "nns"):
             raise ConfigError(f"recognizer: method must be 'bigru' or 'nns', not {self.options.method!r}")
         if self.options.method == "nns" and not self.options.index:
             raise ConfigError("recognizer: method = 'nns' needs `index`, a file from `vpd-stream train nns-index`")
         if self.options.neighbours < 1:
             raise ConfigError(f"recognizer: neighbours must be at least 1, got {self.options.neighbours}")
-        self.requires = (Key.TRACKS, self.options.features, Key.EVENTS)
+        self.requires = (Key.TRACKS, FEATURE_SOURCES[self.options.features], Key.EVENTS)
         self.history: dict[str, dict[int, OrderedDict[int, np.ndarray]]] = {}
 
     def setup(self, context: PluginContext) -> None:
@@ -82,7 +82,7 @@ class RecognizerPlugin(Plugin):
         if meta.get("features", self.options.features) != self.options.features:
             raise ConfigError(f"recognizer: the {self.options.method} model was built on {meta.get('features')} "
                               f"features, but features = {self.options.features!r}; set features to match")
-        self.flip = flip_features if (self.options.flip_tta and self.options.features == "pose") else None
+        self.flip = flip_features if (self.options.flip_tta and self.options.features in ("pose", "pose_box")) else None
         # Embeddings carry their own flipped view (the student's output on the mirrored crop).
         self.carried_flip = self.options.flip_tta and self.options.features == "embedding"
         if self.options.method == "nns" and self.carried_flip and self.dtw_index_flipped is None:

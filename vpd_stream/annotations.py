@@ -72,8 +72,18 @@ class Embedding:
     flipped: np.ndarray  # (d,) float32 embedding of the horizontally flipped input
 
 
+# Feature keys a head may consume -> the annotation they are computed from.
+FEATURE_SOURCES = {"pose": "pose", "pose_box": "pose", "embedding": "embedding"}
+
+
 def feature_vector(frame_annotations: dict, key: str, track_id: int) -> np.ndarray | None:
-    """The per-frame feature a head consumes: normalized pose joints or a VPD embedding."""
+    """The per-frame feature a head consumes: normalized pose joints ("pose": the VPD 26-d;
+    "pose_box": box-normalized, ``vpd_stream.skeleton.box_features``) or a VPD embedding."""
+    if key == "pose_box":
+        from .skeleton import box_features
+
+        pose = frame_annotations.get("pose", {}).get(track_id)
+        return None if pose is None else box_features(pose.keypoints)
     value = frame_annotations.get(key, {}).get(track_id)
     if value is None:
         return None
