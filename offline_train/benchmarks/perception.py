@@ -13,6 +13,16 @@ the 10 ms/frame target for tracker+crop+flow and RAFT-small against DIS.
 Quality: per lunge camera, the distinct athlete ids and the fraction of frames whose
 BlazePose mean joint score is ≥ 0.5; on pedestrians_vtest (many people), the track count,
 how long tracks live and how often the athlete choice changes.
+
+    python -m offline_train.benchmarks.perception --athletes [--clips a,b] [--annotate DIR]
+
+Athletes (issue 13), tracker + pose as `vpd-stream run CLIP --chain tracker,pose` runs them
+(25 fps, native resolution), on the real sports clips: per clip the fraction of frames
+with an athlete whose mean pose score is ≥ 0.5 (and with all ``max_athletes`` of them),
+the athlete ids seen, id switches (athlete ids seen beyond the first full set), and the
+tracker and pose cost per frame; on tennis_broadcast_rally (max_athletes = 2) the recall
+and precision at IoU 0.5 of the athlete boxes against the hand labels in
+tests/data/tennis_broadcast_rally_boxes.json.
 """
 from __future__ import annotations
 
@@ -271,6 +281,143 @@ def quality(annotate_dir: str | None, pedestrian_frames: int | None, lunge: bool
           f"frames held per athlete id: {dict(held.most_common())}")
 
 
+ATHLETE_CLIPS = {  # clip -> max_athletes
+    "tennis_broadcast_rally.mp4": 2, "tennis_forehand_backhand_davis.mp4": 1, "golf_swing_golfdb.mp4": 1,
+    "clean_and_jerk_mmskeleton.mp4": 1, "sprint_start_sports2d.mp4": 1, "archery_kinetics.avi": 1,
+    "basketball_dribble.mp4": 1, "lunge_cam01.mp4": 1, "pedestrians_vtest.avi": 1, "walkers_sports2d.mp4": 1,
+}
+BROADCAST_LABELS = Path(__file__).resolve().parents[2] / "tests" / "data" / "tennis_broadcast_rally_boxes.json"
+
+
+def load_labelled_boxes(path: Path = BROADCAST_LABELS) -> tuple[float, dict[int, list[list[float]]]]:
+    """(source fps, source frame -> the labelled boxes) from a hand-label file."""
+    import json
+
+    data = json.loads(Path(path).read_text())
+    return float(data["source_fps"]), {int(f["source_frame"]): [list(map(float, b)) for b in f["players"].values()]
+                                       for f in data["frames"]}
+
+
+def box_recall_precision(predicted: dict[int, list[np.ndarray]], labelled: dict[int, list[list[float]]],
+                         iou: float = 0.5) -> tuple[float, float, int, int]:
+    """Recall and precision at ``iou`` over the labelled frames (one-to-one greedy matching):
+    (recall, precision, labelled boxes, predicted boxes)."""
+    from plugins.person_detector import box_iou
+
+    hits = n_gt = n_pred = 0
+    for frame, gt in labelled.items():
+        pred = predicted.get(frame, [])
+        n_gt += len(gt)
+        n_pred += len(pred)
+        if not pred or not gt:
+            continue
+        m = box_iou(np.array(gt), np.stack(pred))
+        while m.size and m.max() >= iou:
+            i, j = np.unravel_index(int(m.argmax()), m.shape)
+            hits += 1
+            m[i, :] = -1.0
+            m[:, j] = -1.0
+    return hits / max(1, n_gt), hits / max(1, n_pred), n_gt, n_pred
+
+
+@dataclass
+class AthleteRun:
+    frames: int = 0
+    athletes: list[tuple[int, ...]] = None  # per frame
+    confident: list[int] = None  # per frame: athletes with mean pose score ≥ 0.5
+    boxes: dict[int, list[np.ndarray]] = None  # source frame -> athlete boxes
+    tracker_s: list[float] = None
+    pose_s: list[float] = None
+
+    @property
+    def ids(self) -> list[int]:
+        return sorted({t for a in self.athletes for t in a})
+
+    def switches(self, max_athletes: int) -> int:
+        first = next((a for a in self.athletes if len(a) >= max_athletes), None) or \
+            next((a for a in self.athletes if a), ())
+        return len(self.ids) - len(first)
+
+    def fraction(self, least: int) -> float:
+        return sum(1 for c in self.confident if c >= least) / max(1, self.frames)
+
+
+def run_athletes(video: Path, max_athletes: int, annotate: Path | None = None, limit: int | None = None,
+                 tracker_options: dict | None = None, pose_options: dict | None = None) -> AthleteRun:
+    from plugins.pose import PosePlugin
+    from plugins.tracker import TrackerPlugin
+
+    tracker = TrackerPlugin(TrackerPlugin.Options(max_athletes=max_athletes, **(tracker_options or {})))
+    pose = PosePlugin(PosePlugin.Options(**(pose_options or {})))
+    for p in (tracker, pose):
+        p.setup(p.context)
+    run = AthleteRun(0, [], [], {}, [], [])
+    writer = None
+    for frame in decode(video, limit=limit):
+        t0 = time.perf_counter()
+        tracker.process([frame])
+        t1 = time.perf_counter()
+        pose.process([frame])
+        t2 = time.perf_counter()
+        run.tracker_s.append(t1 - t0)
+        run.pose_s.append(t2 - t1)
+        tracks = frame.annotations["tracks"]
+        athletes = tuple(t for t, tr in tracks.items() if tr.is_athlete)
+        run.frames += 1
+        run.athletes.append(athletes)
+        poses = frame.annotations["pose"]
+        run.confident.append(sum(1 for t in athletes if t in poses and poses[t].mean_score >= 0.5))
+        src = round(frame.pts * (frame.source_fps or 25.0))
+        run.boxes[src] = [tracks[t].box for t in athletes]
+        if annotate is not None:
+            image = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
+            tracker.draw(frame, image)
+            pose.draw(frame, image)
+            cv2.putText(image, f"frame {frame.index}", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 255), 2)
+            if writer is None:
+                annotate.parent.mkdir(parents=True, exist_ok=True)
+                writer = cv2.VideoWriter(str(annotate), cv2.VideoWriter_fourcc(*"mp4v"), 10.0,
+                                         (image.shape[1], image.shape[0]))
+            writer.write(image)
+    for p in (tracker, pose):
+        p.close()
+    if writer is not None:
+        writer.release()
+    return run
+
+
+def athletes(clips: list[str] | None, annotate_dir: str | None, pose_mode: str) -> None:
+    import platform
+
+    videos = data_dir() / "videos"
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    print(f"tracker + pose (mode {pose_mode}) per clip, 25 fps, native resolution; {os.cpu_count()} cores ({cpu}); "
+          f"load average at start {os.getloadavg()[0]:.1f}")
+    print("| clip | size | frames | max athletes | frames with an athlete, pose ≥ 0.5 | with all of them | "
+          "athlete ids | id switches | tracker ms/frame | pose ms/frame | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    out = Path(annotate_dir) if annotate_dir else None
+    for name in clips or list(ATHLETE_CLIPS):
+        k = ATHLETE_CLIPS.get(name, 1)
+        path = videos / name
+        with av.open(str(path)) as c:
+            size = f"{c.streams.video[0].codec_context.width}×{c.streams.video[0].codec_context.height}"
+        r = run_athletes(path, k, annotate=out / f"{Path(name).stem}_athletes.mp4" if out else None,
+                         pose_options={"mode": pose_mode})
+        print(f"| {name} | {size} | {r.frames} | {k} | {r.fraction(1):.0%} | {r.fraction(k):.0%} | {r.ids} | "
+              f"{r.switches(k)} | {1000 * statistics.mean(r.tracker_s):.1f} | {1000 * statistics.mean(r.pose_s):.1f} | "
+              f"{os.getloadavg()[0]:.1f} |", flush=True)
+        if name == "tennis_broadcast_rally.mp4":
+            _, labelled = load_labelled_boxes()
+            rec, prec, n_gt, n_pred = box_recall_precision(r.boxes, labelled)
+            broadcast = (rec, prec, n_gt, n_pred)
+    if clips is None or "tennis_broadcast_rally.mp4" in clips:
+        rec, prec, n_gt, n_pred = broadcast
+        print(f"\ntennis_broadcast_rally athlete boxes vs hand labels: recall {rec:.3f}, precision {prec:.3f} at IoU 0.5 "
+              f"({n_gt} labelled boxes on {len(labelled)} frames, {n_pred} athlete boxes on those frames)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=30, help="frames per resolution for the speed run")
@@ -282,12 +429,17 @@ def main() -> None:
     parser.add_argument("--pedestrian-frames", type=int, default=200, help="with --quality: frames of pedestrians_vtest "
                         "(HOG is slow: ~0.3-1 s a call on 2 shared cores)")
     parser.add_argument("--skip-lunge", action="store_true", help="with --quality: pedestrians_vtest only")
+    parser.add_argument("--athletes", action="store_true", help="tracker + pose on the real sports clips (issue 13)")
+    parser.add_argument("--clips", help="with --athletes: comma-separated clip names (default: all ten)")
+    parser.add_argument("--pose-mode", default="roi", choices=("roi", "detect"), help="with --athletes: the pose mode")
     args = parser.parse_args()
     cv2.setNumThreads(min(2, os.cpu_count() or 1))
     import torch
 
     torch.set_num_threads(args.torch_threads)
-    if args.quality:
+    if args.athletes:
+        athletes(args.clips.split(",") if args.clips else None, args.annotate, args.pose_mode)
+    elif args.quality:
         quality(args.annotate, args.pedestrian_frames, lunge=not args.skip_lunge)
     else:
         speed(args.frames, args.raft_frames)
