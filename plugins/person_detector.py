@@ -45,6 +45,7 @@ BODY_HALF_WIDTH, BODY_TOP, BODY_BOTTOM = 0.57, 0.85, 0.95
 class PersonDetection:
     box: np.ndarray  # (4,) float32 x1, y1, x2, y2 in image pixels
     score: float
+    cut: bool = False  # found in a region whose inner border the box reaches: maybe only part of the person
 
 
 class PersonDetector(Protocol):
@@ -292,8 +293,12 @@ class SlicedDetector:
                 dets = self.base.detect(rgb)
             else:
                 dets = self.base.detect(np.ascontiguousarray(rgb[y1:y2, x1:x2]))
+                m = 2.0  # px: a box this close to an inner border of the region is taken as cut
                 for d in dets:
-                    d.box = d.box + np.array([x1, y1, x1, y1], np.float32)
+                    b = d.box
+                    d.cut = bool((x1 > 0 and b[0] <= m) or (y1 > 0 and b[1] <= m)
+                                 or (x2 < w and b[2] >= x2 - x1 - m) or (y2 < h and b[3] >= y2 - y1 - m))
+                    d.box = b + np.array([x1, y1, x1, y1], np.float32)
             self.calls += 1
             found.extend(dets)
         return merge_detections(found, self.nms_iou)
@@ -306,33 +311,36 @@ class SlicedDetector:
         self.base.close()
 
 
-def merge_detections(dets: list[PersonDetection], iou: float = 0.4) -> list[PersonDetection]:
-    """Merge what overlapping regions found. Highest score first, a detection is dropped when
-    it overlaps a kept one by IoU ≥ ``iou`` (the same person seen from two regions), or when
-    ≥ 70 % of the smaller box lies inside the other and the two differ in height by less
-    than 1.5x (the same person, boxed at two scales) or by 2x or more (a body part of a
-    close-up person found in a tile)."""
-    order = sorted((d for d in dets if d.box[2] > d.box[0] and d.box[3] > d.box[1]), key=lambda d: -d.score)
+def merge_detections(dets: list[PersonDetection], iou: float = 0.4, inside: float = 0.7) -> list[PersonDetection]:
+    """One box per person from what overlapping regions found.
+
+    Whole views first (a box cut by its region's inner border may show only part of the
+    person), then by score. A box is the same person as a kept one when their IoU is ≥
+    ``iou`` or ≥ ``inside`` of the smaller box lies inside the other. The kept box stays,
+    unless the newcomer is the whole view of a cut one, or at least twice as tall (the
+    person a head or torso found in a tile belongs to): then the newcomer replaces it.
+    """
+    order = sorted((d for d in dets if d.box[2] > d.box[0] and d.box[3] > d.box[1]), key=lambda d: (d.cut, -d.score))
     kept: list[PersonDetection] = []
     for d in order:
         dh = float(d.box[3] - d.box[1])
         area = float((d.box[2] - d.box[0]) * dh)
-        duplicate = False
-        for o in kept:
+        same = None
+        for k, o in enumerate(kept):
             oh = float(o.box[3] - o.box[1])
+            o_area = float((o.box[2] - o.box[0]) * oh)
             ix = max(0.0, min(d.box[2], o.box[2]) - max(d.box[0], o.box[0]))
             iy = max(0.0, min(d.box[3], o.box[3]) - max(d.box[1], o.box[1]))
-            o_area = float((o.box[2] - o.box[0]) * oh)
             inter = ix * iy
-            if inter / max(1e-9, area + o_area - inter) >= iou:
-                duplicate = True
-            elif inter >= 0.7 * min(area, o_area):
-                ratio = max(dh, oh) / max(1e-9, min(dh, oh))
-                duplicate = ratio < 1.5 or ratio >= 2.0
-            if duplicate:
+            if inter / max(1e-9, area + o_area - inter) >= iou or inter >= inside * min(area, o_area):
+                same = k
                 break
-        if not duplicate:
+        if same is None:
             kept.append(d)
+            continue
+        o = kept[same]
+        if (o.cut and not d.cut) or dh >= 2.0 * float(o.box[3] - o.box[1]):
+            kept[same] = d
     return kept
 
 
