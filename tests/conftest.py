@@ -1,23 +1,19 @@
 """Shared fixtures: where the real data lives, and generated clips."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from vpd_stream.data_dir import find_data_root
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def find_data_dir() -> Path | None:
-    """../shared/data next to the repository, or $VPD_DATA_DIR."""
-    env = os.environ.get("VPD_DATA_DIR")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO.parent / "shared" / "data")
-    for path in candidates:
-        if path.is_dir():
-            return path
-    return None
+    """$VPD_DATA_DIR, else ../shared/data next to the repository: the rule the offline
+    commands use too (vpd_stream.data_dir)."""
+    return find_data_root()
 
 
 @pytest.fixture(scope="session")

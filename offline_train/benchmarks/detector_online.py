@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vpd_stream.data_dir import data_root
+
 DEFAULT_CONFIGS = ("100/25/-1/mean", "100/25/-1/taper", "250/25/-1/mean", "250/25/-1/taper",
                    "250/25/124/taper", "250/25/99/taper", "250/25/74/taper", "250/25/74/mean",
                    "250/25/49/taper", "250/25/24/taper", "150/25/74/taper")
@@ -107,7 +109,7 @@ def emitted_latencies(act: np.ndarray, gts: list[tuple[int, int]], mean_len: flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[3] / "shared" / "data"))
+    ap.add_argument("--data", default=str(data_root()), help="data folder (default $VPD_DATA_DIR or ../shared/data)")
     ap.add_argument("--cache", default="/tmp/detector_online")
     ap.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
     ap.add_argument("--check", type=int, default=1, help="sequences on which to check the cached combination "

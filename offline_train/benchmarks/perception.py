@@ -39,14 +39,14 @@ import av
 import cv2
 import numpy as np
 
+from vpd_stream.data_dir import data_root
 from vpd_stream.frame import Frame
 
 TARGET_MS = 10.0
 
 
 def data_dir() -> Path:
-    env = os.environ.get("VPD_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    path = data_root()
     if not path.is_dir():
         raise SystemExit(f"real data not found at {path}; set VPD_DATA_DIR")
     return path

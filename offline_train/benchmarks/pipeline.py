@@ -18,10 +18,9 @@ from pathlib import Path
 
 import av
 
-from vpd_stream.config import SourceConfig
-from vpd_stream.pipeline import Pipeline
+from vpd_stream.config import Config
+from vpd_stream.runner import build_pipeline
 from vpd_stream.sinks import JsonlSink
-from vpd_stream.sources import VideoSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from clips import make_clip  # noqa: E402  (the tests' clip generator)
@@ -40,12 +39,14 @@ def reference_fps(path: str) -> tuple[float, int]:
 
 
 def pipeline_fps(path: str, fps: float | None, out_dir: str) -> tuple[float, int, int]:
-    from plugins.framerecord import FrameRecordPlugin
-
-    source = VideoSource(path, "bench", SourceConfig(), fps)
-    sink = JsonlSink(os.path.join(out_dir, "bench.jsonl"))
+    config = Config()
+    config.pipeline.chain = ["framerecord"]
+    config.pipeline.fps = fps
+    pipeline = build_pipeline(config, [path], lambda: [JsonlSink(os.path.join(out_dir, "bench.jsonl"))],
+                              names=["bench"])
+    source = pipeline.sources[0]
     t0 = time.perf_counter()
-    summary = Pipeline([source], [FrameRecordPlugin()], [sink]).run()
+    summary = pipeline.run()
     seconds = time.perf_counter() - t0
     s = summary.streams[0]
     return source.status.decoded / seconds, source.status.decoded, s.processed

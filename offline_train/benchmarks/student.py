@@ -41,12 +41,10 @@ class Config:
 
 
 def _data_dir() -> Path | None:
-    env = os.environ.get("VPD_DATA_DIR")
-    here = Path(__file__).resolve().parents[2]
-    for cand in ([Path(env) / "videos"] if env else []) + [here.parent / "shared" / "data" / "videos"]:
-        if cand.is_dir():
-            return cand
-    return None
+    from vpd_stream.data_dir import data_root
+
+    videos = data_root() / "videos"
+    return videos if videos.is_dir() else None
 
 
 def _inputs(crops, batch: int) -> dict[str, np.ndarray]:
