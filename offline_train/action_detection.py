@@ -28,6 +28,7 @@ class Sequence:
     labels: np.ndarray  # (T,) 0/1
     intervals: list[tuple[int, int]]  # ground-truth actions, inclusive frame ranges
     clip_ids: list[str] = field(default_factory=list)
+    flipped: np.ndarray | None = None  # (T, d) mirrored view's features (embeddings), else flip(features)
 
 
 def concat_sequences(feats: list[np.ndarray], is_action: list[bool], clip_ids: list[str],
@@ -125,7 +126,9 @@ def _sample_windows(seqs: list[Sequence], n: int, window: int, rng: np.random.Ge
         q = seqs[si]
         s = int(rng.integers(0, len(q.labels) - w + 1))
         x = q.features[s:s + w]
-        xs.append(flip(x) if flip is not None and rng.random() < 0.5 else x)
+        if (flip is not None or q.flipped is not None) and rng.random() < 0.5:
+            x = q.flipped[s:s + w] if q.flipped is not None else flip(x)
+        xs.append(x)
         ys.append(q.labels[s:s + w])
     return torch.as_tensor(np.stack(xs)), torch.as_tensor(np.stack(ys))
 
@@ -185,6 +188,7 @@ def train_ensemble(seqs: list[Sequence], flip: Callable | None, cfg: DetectorTra
         if log is not None:
             log(f"fold {k + 1}/{len(folds)}: {len(train)} train, {len(val)} validation sequences")
         model, info = train_detector(train or val, val if train else [], flip, cfg, cfg.seed + k, log)
+        info["held"] = [int(i) for i in held] if train else []
         models.append(model)
         infos.append(info)
     return models, infos

@@ -76,3 +76,27 @@ def load_penn_action(root: Path, target_fps: float | None = 25.0, limit: int | N
     if limit is not None:
         files = files[:limit]
     return [load_clip(f, target_fps) for f in files]
+
+
+def export_poses(root: Path, out: Path, target_fps: float | None = 25.0) -> tuple[int, Path]:
+    """Penn Action as a keypoint dataset (offline_train.keypoints) plus ``labels.csv``.
+
+    The adapter of the generic path: each clip becomes ``OUT/ID.npz`` (x, y in pixels, the
+    visibility flag as the joint score, so an invisible joint has score 0), resampled to
+    ``target_fps`` as the Penn tables are; ``labels.csv`` has one trimmed-clip label per
+    clip (``video,label``) and the columns ``split`` (train / test, the official split) and
+    ``view``.
+    """
+    from .keypoints import write_pose_clip
+    from .labels import Span, write_labels
+
+    out = Path(out)
+    clips = load_penn_action(root, target_fps)
+    spans = []
+    for c in clips:
+        kp = c.keypoints.copy()
+        kp[..., 2] = (kp[..., 2] > 0).astype(np.float32)  # visibility 0 -> score 0 (1 otherwise)
+        write_pose_clip(out, c.clip_id, kp, c.fps)
+        spans.append(Span(c.clip_id, None, None, c.action, 0,
+                          extra={"split": "train" if c.train else "test", "view": c.view}))
+    return len(clips), write_labels(out / "labels.csv", spans, ("split", "view"))

@@ -52,7 +52,7 @@ from vpd_stream.frame import EndOfStream, Event, Frame
 from vpd_stream.heads.intervals import shape_interval
 from vpd_stream.heads.windows import (WEIGHTINGS, combine_windows, final_after, tail_span, window_spans,
                                       window_weights)
-from vpd_stream.models.head_io import load_heads
+from vpd_stream.models.head_io import head_features, load_heads
 from vpd_stream.plugin import Plugin, PluginContext
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -109,6 +109,29 @@ def sliding_window_activations(engine: Engine | list[nn.Module], features: np.nd
                            window, stride, lookahead, weighting)
 
 
+def _head_features(path: str | Path) -> str:
+    from vpd_stream.errors import ModelError
+
+    try:
+        return head_features(path)
+    except ModelError:
+        return "pose"  # setup() reports the missing or broken head in its own words
+
+
+def check_head_features(plugin: str, path: str | Path, meta: dict, features: str, fps: float | None) -> None:
+    """One line when a head's features or their rate are not what this chain gives it."""
+    trained = meta.get("features", features)
+    if trained != features:
+        raise ConfigError(f"{plugin}: head {path} was trained on {trained} features ({meta.get('feature_spec', trained)}), "
+                          f"but this chain gives it {features!r}; put "
+                          f"{'a student with the same model' if trained == 'embedding' else 'the pose plugin'} "
+                          f"in the chain or use a head trained on {features}")
+    rate = meta.get("fps")
+    if rate and fps and abs(float(rate) - float(fps)) > 0.01 * float(rate):
+        raise ConfigError(f"{plugin}: head {path} was trained on features at {float(rate):g} fps, the pipeline runs "
+                          f"at {float(fps):g} fps; run with --fps {float(rate):g} or use a head trained at {float(fps):g}")
+
+
 @dataclass
 class TrackState:
     """One track's feature stream, activations and the interval being built."""
@@ -141,12 +164,12 @@ class DetectorPlugin(Plugin):
     @dataclass
     class Options:
         weights: str = ""  # safetensors head without suffix; default plugins/weights/penn_swing_detector
-        features: str = "pose"  # "pose" (26-d joints) or "embedding" (student)
+        features: str = ""  # "pose" (26-d joints) or "embedding" (student); "" = what the head was trained on
         window: int = 250  # frames per window: the training window
         stride: int = 25  # a window ends every stride frames
         lookahead: int = 74  # frames a frame waits for later windows; -1 = window - 1 (all windows)
         weighting: str = "taper"  # "taper": trust frames far from a window's edges; "mean": plain mean
-        threshold: float = -1.0  # -1 = the head's own (0.2)
+        threshold: float = -1.0  # -1 = the head's own: chosen on its validation folds (best F1), else 0.2
         min_length: int = 3
         stretch_min: float = 0.67
         stretch_max: float = 1.33
@@ -157,6 +180,8 @@ class DetectorPlugin(Plugin):
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
         o = self.options
+        if not o.features:  # the head says what it consumes, so the chain check knows before setup
+            o.features = _head_features(o.weights or DEFAULT_DETECTOR)
         if o.features not in FEATURE_SOURCES:
             raise ConfigError(f"detector: features must be 'pose', 'pose_box' or 'embedding', not {o.features!r}")
         if o.window < 1 or not 1 <= o.stride <= o.window:
@@ -175,10 +200,8 @@ class DetectorPlugin(Plugin):
     def setup(self, context: PluginContext) -> None:
         super().setup(context)
         bundle = load_heads(self.options.weights or DEFAULT_DETECTOR, kind="detector")
-        want = {"pose": "pose", "embedding": "embedding"}[self.options.features]
-        if bundle.meta.get("features", want) != want:
-            raise ConfigError(f"detector: weights were trained on {bundle.meta.get('features')} features, "
-                              f"but features = {self.options.features!r}; set features to match")
+        check_head_features("detector", self.options.weights or DEFAULT_DETECTOR, bundle.meta,
+                            self.options.features, context.target_fps)
         self.models = bundle.models
         self.engine = ensemble_engine(self.models, max_batch=self.options.max_batch)
         self.dim = bundle.config.input_dim

@@ -30,7 +30,25 @@ from vpd_stream.models.head_io import load_heads
 from vpd_stream.models.nns_index import load_nns_index
 from vpd_stream.plugin import Plugin, PluginContext
 
+from .detector import check_head_features
+
 DEFAULT_RECOGNIZER = Path(__file__).resolve().parent / "weights" / "penn_recognizer"
+UNKNOWN_LABEL = "unknown"
+
+
+def _model_features(options: Any) -> str:
+    from vpd_stream.errors import ModelError
+    from vpd_stream.models.head_io import head_meta
+    from vpd_stream.models.nns_index import index_meta
+
+    try:
+        if options.method == "nns":
+            if not options.index:
+                return "pose"  # __init__ says that an index is needed
+            return str(index_meta(options.index).get("features") or "pose")
+        return str(head_meta(options.weights or DEFAULT_RECOGNIZER).get("features") or "pose")
+    except ModelError:
+        return "pose"  # setup() reports the missing or broken model in its own words
 
 
 class RecognizerPlugin(Plugin):
@@ -46,12 +64,15 @@ class RecognizerPlugin(Plugin):
         weights: str = ""  # default plugins/weights/penn_recognizer (15 Penn Action classes)
         index: str = ""  # NNS index for method = "nns" (`vpd-stream train nns-index --out PATH`)
         neighbours: int = 5  # nns: the label score is the share of this many nearest that agree
-        features: str = "pose"  # "pose" or "embedding"; must match what the head was trained on
+        features: str = ""  # "pose" or "embedding"; "" = what the head (or index) was trained on
+        unknown: bool = True  # say UNKNOWN_LABEL outside what training saw (the head's calibrated bound)
         history: int = 1500  # frames of features kept per track
         flip_tta: bool = True  # also use the flipped view (pose: mirrored joints; embedding: its flipped embedding)
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
+        if not self.options.features:  # the head says what it consumes, so the chain check knows before setup
+            self.options.features = _model_features(self.options)
         if self.options.features not in FEATURE_SOURCES:
             raise ConfigError(f"recognizer: features must be 'pose', 'pose_box' or 'embedding', not {self.options.features!r}")
         if self.options.method not in ("bigru", "nns"):
@@ -79,9 +100,12 @@ class RecognizerPlugin(Plugin):
             meta = bundle.meta
             self.classes = list(meta.get("classes") or [str(i) for i in range(bundle.config.num_classes)])
             self.dim = bundle.config.input_dim
-        if meta.get("features", self.options.features) != self.options.features:
-            raise ConfigError(f"recognizer: the {self.options.method} model was built on {meta.get('features')} "
-                              f"features, but features = {self.options.features!r}; set features to match")
+        check_head_features("recognizer", self.options.index if self.options.method == "nns" else
+                            (self.options.weights or DEFAULT_RECOGNIZER), meta, self.options.features, context.target_fps)
+        # Outside what training saw: below the calibrated class probability (bigru) or above the
+        # calibrated nearest DTW cost (nns); heads without a calibration never say unknown.
+        self.unknown_below = float(meta.get("unknown_below", 0.0)) if self.options.unknown else 0.0
+        self.unknown_above = float(meta.get("unknown_above", float("inf"))) if self.options.unknown else float("inf")
         self.flip = flip_features if (self.options.flip_tta and self.options.features in ("pose", "pose_box")) else None
         # Embeddings carry their own flipped view (the student's output on the mirrored crop).
         self.carried_flip = self.options.flip_tta and self.options.features == "embedding"
@@ -131,18 +155,21 @@ class RecognizerPlugin(Plugin):
             flipped = [s[:, self.dim:] for s in seqs]
             seqs = [s[:, :self.dim] for s in seqs]
         classify = self._classify_nns if self.options.method == "nns" else self._classify_bigru
-        labels, scores = classify(seqs, flipped)
-        for (ev, _), c, score in zip(todo, labels, scores):
-            ev.relabel(self.classes[c], score)
+        labels, scores, unknown = classify(seqs, flipped)
+        for (ev, _), c, score, unk in zip(todo, labels, scores, unknown):
+            if unk:
+                ev.extra["nearest_class"] = self.classes[c]  # what it would have said
+            ev.relabel(UNKNOWN_LABEL if unk else self.classes[c], score)
 
-    def _classify_bigru(self, seqs: list[np.ndarray], flipped: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _classify_bigru(self, seqs: list[np.ndarray], flipped: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         probs = predict_proba([_engine_call(e) for e in self.engines], seqs, self.flip, flipped=flipped)
         best = probs.argmax(1)
         # Probabilities were summed over the flip views: report a mean in [0, 1].
         views = 2 if (self.flip or flipped is not None) else 1
-        return best, probs[np.arange(len(best)), best] / views
+        score = probs[np.arange(len(best)), best] / views
+        return best, score, score < self.unknown_below
 
-    def _classify_nns(self, seqs: list[np.ndarray], flipped: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _classify_nns(self, seqs: list[np.ndarray], flipped: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if flipped is not None:  # embeddings: their flip is no isometry, so all four combinations
             costs = exact_flip_min_costs(seqs, flipped, self.dtw_index, self.dtw_index_flipped)
         else:
@@ -150,7 +177,8 @@ class RecognizerPlugin(Plugin):
         k = min(self.options.neighbours, costs.shape[1])
         nearest = np.argsort(costs, axis=1, kind="stable")[:, :k]
         best = self.index_labels[nearest[:, 0]]
-        return best, (self.index_labels[nearest] == best[:, None]).mean(1)
+        unknown = costs[np.arange(len(best)), nearest[:, 0]] > self.unknown_above
+        return best, (self.index_labels[nearest] == best[:, None]).mean(1), unknown
 
     def _sequence(self, stream_id: str, ev: Event) -> np.ndarray | None:
         """The event's features frame by frame; gaps hold the last seen (or next) feature."""

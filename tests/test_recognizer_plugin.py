@@ -111,8 +111,10 @@ def test_nns_bad_options_and_index(tmp_path) -> None:
         plugin.setup(PluginContext())
     path = save_nns_index(tmp_path / "emb", NnsIndex([np.ones((5, 8), np.float32)], np.array([0]), ["a"],
                                                      {"features": "embedding"}))
-    with pytest.raises(ConfigError, match="built on embedding features"):
-        RecognizerPlugin(RecognizerPlugin.Options(method="nns", index=str(path))).setup(PluginContext())
+    with pytest.raises(ConfigError, match="trained on embedding features"):
+        RecognizerPlugin(RecognizerPlugin.Options(method="nns", index=str(path), features="pose")).setup(PluginContext())
+    # By default the plugin consumes what the index was built on, so the chain check asks for it.
+    assert RecognizerPlugin(RecognizerPlugin.Options(method="nns", index=str(path))).requires[1] == "embedding"
     side = path.with_suffix(".json")
     meta = json.loads(side.read_text())
     meta["classes"] = []

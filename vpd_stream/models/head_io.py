@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import ModelError
-from .heads import HeadConfig, build_head
+from .heads import ARCHS, HeadConfig, build_head
 from .weights_file import read_sidecar, write_model_file
 
 FORMAT = "vpd-stream-head"
@@ -55,11 +55,19 @@ def load_heads(path: str | Path, kind: str | None = None) -> HeadBundle:
         tensors = load_file(str(wfile))
     except Exception as exc:
         raise ModelError(f"head {path} cannot be read ({exc}); retrain it or restore the file") from None
+    if cfg.kind not in ("recognizer", "detector"):
+        raise ModelError(f"head {path} has an unknown kind {cfg.kind!r} in its sidecar; retrain it")
+    if cfg.arch not in ARCHS:
+        raise ModelError(f"head {path} has an unknown arch {cfg.arch!r} in its sidecar (this vpd-stream builds "
+                         f"{', '.join(ARCHS)}); retrain it or upgrade vpd-stream")
     if kind is not None and cfg.kind != kind:
         raise ModelError(f"head {path} is a {cfg.kind}, but a {kind} is needed here")
     models = []
     for i in range(n):
-        model = build_head(cfg)
+        try:
+            model = build_head(cfg)
+        except (ValueError, TypeError, RuntimeError) as exc:  # sizes no network can have
+            raise ModelError(f"head {path}: its sidecar describes no buildable network ({exc}); retrain it") from None
         prefix = f"m{i}."
         state = {k[len(prefix):]: v.float() if v.is_floating_point() else v
                  for k, v in tensors.items() if k.startswith(prefix)}
@@ -71,3 +79,16 @@ def load_heads(path: str | Path, kind: str | None = None) -> HeadBundle:
         model.eval()
         models.append(model)
     return HeadBundle(cfg, models, meta)
+
+
+def head_meta(path: str | Path) -> dict[str, Any]:
+    """A head's sidecar (classes, features, fps, calibration, command) without loading weights.
+
+    For plugins that must know, before the chain is checked, which features a head consumes.
+    """
+    return read_sidecar(Path(path).with_suffix(".safetensors"), FORMAT, VERSION, "head", FIX, verify_hash=False)
+
+
+def head_features(path: str | Path, default: str = "pose") -> str:
+    """``"pose"`` or ``"embedding"``: what the head at ``path`` was trained on (``default`` if unrecorded)."""
+    return str(head_meta(path).get("features") or default)

@@ -72,3 +72,8 @@ def load_nns_index(path: str | Path) -> NnsIndex:
     meta = {k: v for k, v in side.items() if k not in ("classes", "dim", "sequences")}
     return NnsIndex([feats[a:b] for a, b in spans], labels, classes, meta,
                     None if mirrored is None else [mirrored[a:b] for a, b in spans])
+
+
+def index_meta(path: str | Path) -> dict[str, Any]:
+    """An index's sidecar (classes, features, fps, calibration, command) without reading it."""
+    return read_sidecar(Path(path).with_suffix(".safetensors"), FORMAT, VERSION, "NNS index", FIX, verify_hash=False)
