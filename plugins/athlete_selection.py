@@ -34,6 +34,7 @@ class SelectionParams:
     hysteresis: float = 1.5
     switch_frames: int = 25
     smoothing: float = 0.2  # EMA weight of the newest frame
+    release_support: float = 0.15  # an athlete whose detection support falls below this is let go at once
 
 
 @dataclass
@@ -112,12 +113,15 @@ class AthleteSelector:
             instant = self.instant_score(track, stats, width, height)
             stats.score = instant if stats.score == 0.0 else stats.score + p.smoothing * (instant - stats.score)
 
-        self.athletes = [tid for tid in self.athletes if tid in tracks]
+        # A ghost (a box coasting where the detector has found nobody for several passes)
+        # stops being an athlete at once, whatever the hysteresis.
+        self.athletes = [tid for tid in self.athletes
+                         if tid in tracks and self._stats[tid].support >= p.release_support]
         self._challenge = {tid: n for tid, n in self._challenge.items() if tid in tracks}
         # Ties broken by the older (lower) id so the choice is deterministic.
         ranked = sorted((tid for tid in tracks if tid not in self.athletes),
                         key=lambda t: (-self._stats[t].score, t))
-        ranked = [tid for tid in ranked if self._stats[tid].score > 0.0]
+        ranked = [tid for tid in ranked if self._stats[tid].score > 0.0 and self._stats[tid].support >= p.release_support]
         while len(self.athletes) < p.max_athletes and ranked:
             self.athletes.append(ranked.pop(0))
         if ranked and self.athletes:
@@ -147,6 +151,8 @@ class AthleteSelector:
                 why = f"athlete: {head}"
             elif stats.score <= 0.0:
                 why = f"not an athlete: no score — {head}"
+            elif stats.support < p.release_support:
+                why = f"not an athlete: no detection in the last passes (support < {p.release_support}) — {head}"
             elif len(self.athletes) < p.max_athletes:
                 why = f"not an athlete: {head}"
             elif tid in self._challenge:

@@ -394,9 +394,9 @@ def athletes(clips: list[str] | None, annotate_dir: str | None, pose_mode: str) 
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     print(f"tracker + pose (mode {pose_mode}) per clip, 25 fps, native resolution; {os.cpu_count()} cores ({cpu}); "
           f"load average at start {os.getloadavg()[0]:.1f}")
-    print("| clip | size | frames | max athletes | frames with an athlete, pose ≥ 0.5 | with all of them | "
-          "athlete ids | id switches | tracker ms/frame | pose ms/frame | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| clip | size | frames | max athletes | frames with an athlete | with an athlete, pose ≥ 0.5 | "
+          "with all of them, pose ≥ 0.5 | athlete ids | id switches | tracker ms/frame | pose ms/frame | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     out = Path(annotate_dir) if annotate_dir else None
     for name in clips or list(ATHLETE_CLIPS):
         k = ATHLETE_CLIPS.get(name, 1)
@@ -405,7 +405,8 @@ def athletes(clips: list[str] | None, annotate_dir: str | None, pose_mode: str) 
             size = f"{c.streams.video[0].codec_context.width}×{c.streams.video[0].codec_context.height}"
         r = run_athletes(path, k, annotate=out / f"{Path(name).stem}_athletes.mp4" if out else None,
                          pose_options={"mode": pose_mode})
-        print(f"| {name} | {size} | {r.frames} | {k} | {r.fraction(1):.0%} | {r.fraction(k):.0%} | {r.ids} | "
+        tracked = sum(1 for a in r.athletes if a) / max(1, r.frames)
+        print(f"| {name} | {size} | {r.frames} | {k} | {tracked:.0%} | {r.fraction(1):.0%} | {r.fraction(k):.0%} | {r.ids} | "
               f"{r.switches(k)} | {1000 * statistics.mean(r.tracker_s):.1f} | {1000 * statistics.mean(r.pose_s):.1f} | "
               f"{os.getloadavg()[0]:.1f} |", flush=True)
         if name == "tennis_broadcast_rally.mp4":
