@@ -16,9 +16,9 @@ import torch
 
 from .action_detection import (SWING_CLASSES, TIOUS, DetectorTrainConfig, activations, ap_table,
                         concat_sequences, mean_action_length, proposals, train_ensemble)
-from .features import get_feature_set
+from .features import DESCRIPTIONS, get_feature_set
 from .fewshot import KS, penn_splits
-from vpd_stream.heads.nns import flip_min_costs, nns_predict
+from vpd_stream.heads.nns import exact_flip_min_costs, flip_min_costs, nns_predict
 from .penn_action import VIEWS, load_penn_action
 from vpd_stream.heads.ensemble import predict_proba
 from .recognition import TrainConfig, train_recognizer
@@ -36,6 +36,7 @@ class EvalOptions:
     bigru: bool = True
     splits: int = 5
     seed: int = 0
+    full_bigru: bool = True  # also train the BiGRU on the whole training set
 
 
 def _pct(x: float) -> str:
@@ -67,8 +68,15 @@ def run_penn_eval(opts: EvalOptions, log: Callable[[str], None] = print) -> str:
     yte = np.array([c.label for c in test])
     pos = {cid: i for i, cid in enumerate(all_train_ids)}
 
+    # Learned embeddings have no feature-space flip: the exact four-way search, and the
+    # BiGRU / detector train without flip augmentation on them.
+    flip = None if fs.extract_flipped is not None else fs.flip
     log(f"NNS-DTW: {len(Xte)} test queries x {len(Xtr)} train clips")
-    costs = flip_min_costs(Xte, Xtr, fs.flip)
+    if fs.extract_flipped is not None:
+        costs = exact_flip_min_costs(Xte, [fs.extract_flipped(c) for c in test], Xtr,
+                                     [fs.extract_flipped(c) for c in train])
+    else:
+        costs = flip_min_costs(Xte, Xtr, fs.flip)
     nns_full = float((nns_predict(costs, ytr) == yte).mean())
     retrieval = precision_at_k(costs, yte, ytr)
 
@@ -89,16 +97,22 @@ def run_penn_eval(opts: EvalOptions, log: Callable[[str], None] = print) -> str:
             if not opts.bigru:
                 continue
             cfg = TrainConfig(**{**rcfg.__dict__, "seed": opts.seed + si})
-            model, info = train_recognizer([Xtr[i] for i in cols], ytr[cols], 15, fs.flip, cfg)
-            acc = float((predict_proba([model], Xte, fs.flip).argmax(1) == yte).mean())
+            model, info = train_recognizer([Xtr[i] for i in cols], ytr[cols], 15, flip, cfg)
+            acc = float((predict_proba([model], Xte, flip).argmax(1) == yte).mean())
             fewshot[k]["bigru"].append(acc)
             log(f"k={k} split {si}: BiGRU {acc:.3f} (best epoch {info['best_epoch']}/{info['epochs']}), "
                 f"NNS {fewshot[k]['nns'][-1]:.3f}")
 
-    det = _detection(opts, fs, test, Xte, log) if opts.detection else None
+    full_bigru = None
+    if opts.bigru and opts.full_bigru:
+        model, info = train_recognizer(Xtr, ytr, 15, flip, rcfg)
+        full_bigru = float((predict_proba([model], Xte, flip).argmax(1) == yte).mean())
+        log(f"BiGRU, full training set: {full_bigru:.3f} (best epoch {info['best_epoch']}/{info['epochs']})")
+
+    det = _detection(opts, fs, flip, test, Xte, log) if opts.detection else None
 
     lines = [
-        f"Features: `{opts.features}` (26-d VPD-normalized 2D joints from the hand-annotated "
+        f"Features: `{opts.features}` ({DESCRIPTIONS.get(opts.features, opts.features)}, from the hand-annotated "
         f"Penn Action poses), 25 fps; {len(Xtr)} train / {len(Xte)} test clips"
         + (" (**quick subset**)" if opts.quick else "") + f"; run took {time.time() - t0:.0f} s.",
         "",
@@ -107,6 +121,8 @@ def run_penn_eval(opts: EvalOptions, log: Callable[[str], None] = print) -> str:
         "| method | top-1 (%) |",
         "|---|---|",
         f"| NNS-DTW ({opts.features}, this run) | {_pct(nns_full)} |",
+    ] + ([f"| BiGRU ({opts.features}, this run; {rcfg.epochs} epochs, crop {rcfg.crop}) | {_pct(full_bigru)} |"]
+         if full_bigru is not None else []) + [
         f"| NNS-DTW, VPD view-invariant embedding (paper, suppl. G) | {PAPER_NNS_TOP1} |",
         "",
         f"### Few-shot recognition (top-1 %, mean ± std over {n_splits} fixed splits, full test set)",
@@ -129,7 +145,7 @@ def run_penn_eval(opts: EvalOptions, log: Callable[[str], None] = print) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _detection(opts: EvalOptions, fs, test, Xte, log: Callable[[str], None]) -> str:
+def _detection(opts: EvalOptions, fs, flip, test, Xte, log: Callable[[str], None]) -> str:
     """Few-shot detection on concatenated test clips: train on 5 sequences, AP on the rest."""
     n_seq = 10 if opts.quick else 40
     seqs = concat_sequences(Xte, [c.action in SWING_CLASSES for c in test],
@@ -137,7 +153,7 @@ def _detection(opts: EvalOptions, fs, test, Xte, log: Callable[[str], None]) -> 
     train_seqs, eval_seqs = seqs[:5], seqs[5:]
     cfg = DetectorTrainConfig(steps=6 if opts.quick else DetectorTrainConfig.steps,
                               eval_every=3 if opts.quick else DetectorTrainConfig.eval_every)
-    models, _ = train_ensemble(train_seqs, fs.flip, cfg, log)
+    models, _ = train_ensemble(train_seqs, flip, cfg, log)
     mean_len = mean_action_length(train_seqs)
     preds = [proposals(activations(models, q.features), mean_len) for q in eval_seqs]
     aps = ap_table(preds, [q.intervals for q in eval_seqs])

@@ -86,6 +86,17 @@ FEATURE_SETS: dict[str, FeatureSet] = {
 }
 
 
+# The stream's feature key (vpd_stream.annotations.FEATURE_SOURCES) a head trained on each set consumes.
+STREAM_FEATURES = {"pose2d": "pose", "pose2d_box": "pose_box", "pose2d_stale": "pose", "vipe": "embedding"}
+DESCRIPTIONS = {
+    "pose2d": "26-d VPD-normalized 2D joints, missing joints at the hip centre",
+    "pose2d_box": "26-d box-normalized 2D joints (centre: mean of the present joints; scale: their box's "
+                  "larger side), missing joints at the centre",
+    "pose2d_stale": "26-d VPD-normalized 2D joints with Penn's stale invisible-joint coordinates (the old feature)",
+    "vipe": "32-d VIPE* embedding, missing joints as its training convention (hip centre, score 0)",
+}
+
+
 def get_feature_set(name: str) -> FeatureSet:
     if name not in FEATURE_SETS:
         raise ConfigError(f"unknown feature set '{name}'; available: {', '.join(sorted(FEATURE_SETS))}")

@@ -28,6 +28,10 @@ class TrainConfig:
     val_fraction: float = 0.2
     arch: str = "bigru"
     seed: int = 0
+    crop: str = "shortest"  # "shortest": crop each batch to its shortest member; "none": pad (packed)
+    max_len: int = 0  # > 0: random crops of at most this many frames (training only)
+    balance: bool = False  # sample classes equally (inverse-frequency sampling)
+    warmup_steps: int = 0  # linear LR warm-up before the cosine decay
 
 
 def stratified_val(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -80,8 +84,14 @@ def train_recognizer(seqs: list[np.ndarray], labels: np.ndarray, num_classes: in
         for idx in length_batches(seq_len, tr_idx, cfg.batch_size, rng):
             if len(idx) < 2:  # BatchNorm needs two examples
                 continue
-            t = int(seq_len[idx].min())
-            batch = [_crop_to(seqs[i], t, rng) for i in idx]
+            if cfg.crop == "shortest":
+                t = int(seq_len[idx].min())
+                if cfg.max_len > 0:
+                    t = min(t, cfg.max_len)
+                batch = [_crop_to(seqs[i], t, rng) for i in idx]
+            else:
+                batch = [_crop_to(seqs[i], min(len(seqs[i]), cfg.max_len), rng) if cfg.max_len > 0 else seqs[i]
+                         for i in idx]
             batch = [flip(b) if flip is not None and rng.random() < 0.5 else b for b in batch]
             x, lengths = pad_batch(batch)
             loss = torch.nn.functional.cross_entropy(model(x, lengths), torch.as_tensor(labels[idx]))
@@ -104,26 +114,28 @@ def train_recognizer(seqs: list[np.ndarray], labels: np.ndarray, num_classes: in
 
 
 def train_default_recognizer(data, out, epochs: int, arch: str, command: str,
-                             log: Callable[[str], None] = print) -> dict:
+                             log: Callable[[str], None] = print, feature_set: str = "pose2d_box",
+                             cfg: TrainConfig | None = None) -> dict:
     """Train the 15-class Penn Action recognizer the recognizer plugin loads by default."""
     from pathlib import Path
 
     from vpd_stream.models.head_io import HeadBundle, save_heads
 
-    from .features import get_feature_set
+    from .features import STREAM_FEATURES, get_feature_set
     from .penn_action import CLASSES, load_penn_action
 
-    fs = get_feature_set("pose2d")
+    fs = get_feature_set(feature_set)
+    cfg = cfg if cfg is not None else TrainConfig(epochs=epochs, arch=arch)
     clips = load_penn_action(data)
     train = [c for c in clips if c.train]
     test = [c for c in clips if not c.train]
     model, info = train_recognizer([fs.extract(c) for c in train], np.array([c.label for c in train]),
-                                   len(CLASSES), fs.flip, TrainConfig(epochs=epochs, arch=arch), log)
+                                   len(CLASSES), fs.flip, cfg, log)
     probs = predict_proba([model], [fs.extract(c) for c in test], fs.flip)
     info["test_top1"] = float((probs.argmax(1) == np.array([c.label for c in test])).mean())
     log(f"test top-1 {info['test_top1']:.3f}")
     path = Path(out) if out else Path(__file__).resolve().parents[1] / "plugins" / "weights" / "penn_recognizer"
-    meta = {"classes": list(CLASSES), "features": "pose", "feature_set": "pose2d", "fps": 25.0,
+    meta = {"classes": list(CLASSES), "features": STREAM_FEATURES[feature_set], "feature_set": feature_set, "fps": 25.0,
             "dataset": "Penn Action official train split", "command": command, "metrics": info}
     save_heads(path, HeadBundle(model.cfg, [model], meta))
     log(f"wrote {path}.safetensors and {path}.json")
@@ -134,12 +146,12 @@ def build_penn_nns_index(data, out, feature_set: str, command: str):
     """Write the NNS index of Penn Action's official train clips (features at 25 fps)."""
     from vpd_stream.models.nns_index import NnsIndex, save_nns_index
 
-    from .features import get_feature_set
+    from .features import STREAM_FEATURES, get_feature_set
     from .penn_action import CLASSES, load_penn_action
 
     fs = get_feature_set(feature_set)
     train = [c for c in load_penn_action(data) if c.train]
     index = NnsIndex([fs.extract(c) for c in train], np.array([c.label for c in train]), list(CLASSES),
-                     {"features": "pose" if feature_set == "pose2d" else "embedding", "feature_set": feature_set,
+                     {"features": STREAM_FEATURES[feature_set], "feature_set": feature_set,
                       "fps": 25.0, "dataset": "Penn Action official train split", "command": command})
     return save_nns_index(out, index)

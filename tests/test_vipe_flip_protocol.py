@@ -9,7 +9,7 @@ from offline_train import nns
 from offline_train.features import get_feature_set
 from offline_train.penn_action import PennClip
 from offline_train.vipe import evaluate as ev
-from vpd_stream.dtw import dtw_p2
+from vpd_stream.dtw import DtwIndex, dtw_p2
 from vpd_stream.errors import ConfigError
 from vpd_stream.skeleton import flip_features
 
@@ -29,7 +29,7 @@ def test_exact_flip_search_is_the_four_way_minimum():
     x, xf = _seqs(rng, (10, 8, 14, 11)), _seqs(rng, (10, 8, 14, 11))
     exact = nns.exact_flip_min_costs(q, qf, x, xf)
     np.testing.assert_allclose(exact, _four_way(q, qf, x, xf), rtol=1e-9)
-    two_way = np.minimum(nns.DtwIndex(x).cost_matrix(q), nns.DtwIndex(x).cost_matrix(qf))
+    two_way = np.minimum(DtwIndex(x).cost_matrix(q), DtwIndex(x).cost_matrix(qf))
     assert (exact <= two_way + 1e-12).all() and (exact < two_way - 1e-6).any()  # flipped index items matter
     with pytest.raises(ValueError, match="flipped counterpart"):
         nns.exact_flip_min_costs(q, qf[:2], x, xf)

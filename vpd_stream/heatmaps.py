@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .skeleton import FLIP_PERM, NUM_JOINTS
+from .skeleton import FLIP_PERM, NUM_JOINTS, missing_joints
 
 NORMALIZATIONS = ("area", "max", "none")
 # COCO-17 keypoints that are the COCO-13 joints (nose, shoulders … ankles), in order.
@@ -35,7 +35,11 @@ class HeatmapConfig:
     sigma: float = 2.0  # Gaussian σ in grid pixels
     pad: float = 0.1  # crop margin, fraction of the athlete box's larger side
     normalization: str = "area"
-    min_score: float = 0.0  # joints with a score below this are not drawn (3-column input)
+    # Joints with a score below this are not drawn (3-column input): skeleton.missing_joints,
+    # the project's missing-joint rule. 0.0 (draw every finite joint, Penn's invisible ones
+    # too) is what the committed JMRN weights were trained with; skeleton.MIN_JOINT_SCORE
+    # is the rule's threshold for the other features (issue 15).
+    min_score: float = 0.0
 
     def validate(self) -> None:
         if self.normalization not in NORMALIZATIONS:
@@ -115,9 +119,7 @@ def clip_heatmaps(keypoints: np.ndarray, cfg: HeatmapConfig = HeatmapConfig()) -
     cfg.validate()
     kp = to_coco13(keypoints)
     xy = kp[..., :2]
-    valid = np.isfinite(xy).all(-1)
-    if kp.shape[2] >= 3 and cfg.min_score > 0:
-        valid &= kp[..., 2] >= cfg.min_score
+    valid = ~missing_joints(kp[..., :3], cfg.min_score)
     xy = np.where(valid[..., None], xy, 0.0).astype(np.float32)
     box = athlete_box(xy, valid, cfg.pad)
     grid = to_grid(xy, box, cfg.height, cfg.width)

@@ -26,7 +26,7 @@ def threads_option(default: int = 1):
 
 @click.command("penn-action")
 @data_option
-@click.option("--features", type=click.Choice(["pose2d"]), default="pose2d", show_default=True)
+@click.option("--features", type=click.Choice(["pose2d", "pose2d_box", "pose2d_stale", "vipe"]), default="pose2d_box", show_default=True)
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="Write the Markdown tables here too.")
 @click.option("--quick", is_flag=True, help="a small subset (about a minute); numbers not comparable")
@@ -84,7 +84,7 @@ def train_detector(data: Path | None, out: Path | None, steps: int, folds: int, 
 @data_option
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="index path (NAME.safetensors + NAME.json); point the recognizer's `index` option at it")
-@click.option("--features", type=click.Choice(["pose2d"]), default="pose2d", show_default=True)
+@click.option("--features", type=click.Choice(["pose2d", "pose2d_box", "pose2d_stale"]), default="pose2d_box", show_default=True)
 @threads_option()
 def train_nns_index(data: Path | None, out: Path, features: str, threads: int) -> None:
     """NNS-DTW index of the Penn Action official train clips, for `recognizer` with method = "nns"."""
