@@ -149,6 +149,7 @@ class TrackState:
     pending: list[tuple[int, int, float]] = field(default_factory=list)  # shaped (start, end, score)
     last_activation: float | None = None
     last_seen: int = 0
+    side: str | None = None  # the tracker's near/far side of this athlete, when it knows one
 
     def __len__(self) -> int:
         return len(self.feats)
@@ -242,6 +243,7 @@ class DetectorPlugin(Plugin):
             st.total.append(0.0)
             st.weight.append(0.0)
             st.last_seen = frame.index
+            st.side = getattr((frame.annotations.get("tracks") or {}).get(tid), "side", None) or st.side
             while st.next_end <= len(st):  # the windows of window_spans(), as their last frame arrives
                 ready.append((st, max(0, st.next_end - self.options.window), st.next_end))
                 st.next_end += self.options.stride
@@ -311,7 +313,8 @@ class DetectorPlugin(Plugin):
             out.append(Event(stream_id=stream_id, track_id=tid, label=self.action, score=score,
                              start_frame=st.frames[s], end_frame=st.frames[e], start_pts=st.pts[s],
                              end_pts=st.pts[e], emitted_frame=emitted,
-                             extra={"detector": self.action, "activation_mean": round(score, 6)}))
+                             extra={"detector": self.action, "activation_mean": round(score, 6),
+                                    **({"side": st.side} if st.side else {})}))
         st.pending = keep
 
     def _flush(self, stream_id: str, tid: int, st: TrackState, out: list[Event], emitted: int) -> None:

@@ -3,7 +3,8 @@
 Two athletes carry real pose sequences (Penn Action test clips: tennis serves for one, golf
 swings for the other), a third track (an official) carries poses too but is no athlete.
 Run together, each athlete gets exactly the activations and events it gets alone: the
-heads keep their state per track id, and events carry the track id.
+heads keep their state per track id, and events carry the track id and the tracker's
+near/far side.
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def test_detector_and_recognizer_run_per_athlete_track(data_dir):
     assert {e.track_id for e in events} <= {NEAR, FAR}
     assert {e.track_id for e in events} == {NEAR, FAR}, [(e.track_id, e.label) for e in events]
     assert all(e.labelled for e in events)  # the recognizer labelled each athlete's events
+    assert all(e.extra.get("side") == ("near" if e.track_id == NEAR else "far") for e in events)
 
     # Each athlete alone gets the same activations and events as in the two-athlete run.
     for tid, seq in ((NEAR, near), (FAR, far)):
