@@ -69,7 +69,7 @@ class RaftFlow:
 
     def __init__(self, weights: str, variant: str, iterations: int, device: str, max_batch: int = 16) -> None:
         from engines.torch_engine import TorchEngine
-        from vpd_stream.models.raft import load_raft
+        from vpd_stream.models.raft_weights import load_raft
 
         model = load_raft(weights, variant, num_flow_updates=iterations)
         self.engine = TorchEngine(_raft_uint8_module(model), max_batch=max_batch, device=device, precision="fp32")
@@ -84,17 +84,24 @@ class RaftFlow:
 
 
 def find_raft_weights(explicit: str | None, variant: str, model_dir: str | None) -> str:
-    """The weights file to use: the configured one, else raft_<variant>.{pth,safetensors} in model_dir."""
+    """The weights file to use: the configured one, else raft_<variant>.safetensors in model_dir.
+
+    Only converted safetensors load (``vpd-stream convert-raft``); a ``.pth`` found instead
+    is named in the error with the command that converts it."""
     if explicit:
         return explicit
     if model_dir:
-        for suffix in (".safetensors", ".pth"):
-            candidate = Path(model_dir) / f"raft_{variant}{suffix}"
-            if candidate.is_file():
-                return str(candidate)
+        candidate = Path(model_dir) / f"raft_{variant}.safetensors"
+        if candidate.is_file():
+            return str(candidate)
+        pth = Path(model_dir) / f"raft_{variant}.pth"
+        if pth.is_file():
+            raise ModelError(f"{pth} is a pickle-based .pth file, which vpd-stream does not load; convert it once: "
+                             f"`vpd-stream convert-raft {pth}` (writes raft_{variant}.safetensors beside it)")
     raise ModelError(
-        f"flow method 'raft' needs RAFT-{variant} weights: set [plugins.flow] raft_weights = \"path/to/raft_{variant}.pth\" "
-        f"(a torchvision raft_{variant} state dict) or put raft_{variant}.pth in the model directory; "
+        f"flow method 'raft' needs RAFT-{variant} weights: convert torchvision's raft_{variant} state dict once "
+        f"with `vpd-stream convert-raft raft_{variant}.pth` and set [plugins.flow] raft_weights = "
+        f"\"path/to/raft_{variant}.safetensors\" (or put it in the model directory); "
         f"or use method = \"dis\", which needs none")
 
 
@@ -109,7 +116,7 @@ class FlowPlugin(Plugin):
     class Options:
         method: str = "dis"  # "dis" (OpenCV, no weights) or "raft" (weights required)
         dis_preset: str = "fast"  # ultrafast, fast or medium
-        raft_weights: str | None = None  # torchvision RAFT state dict (.pth) or .safetensors
+        raft_weights: str | None = None  # RAFT .safetensors from `vpd-stream convert-raft` (not a .pth)
         raft_variant: str = "small"  # small or large
         raft_iterations: int = 12  # refinement steps (torchvision's default is 12)
 

@@ -105,6 +105,10 @@ def test_flow_plugin_raft_runs_through_the_engine(tmp_path):
     torch.save(build_raft("small").state_dict(), tmp_path / "raft_small.pth")
     plugin = FlowPlugin(FlowPlugin.Options(method="raft", raft_iterations=2))
     plugin.context.model_dir = str(tmp_path)  # found there by its conventional name
+    with pytest.raises(ModelError, match="convert-raft"):  # a .pth is converted once, never loaded
+        plugin.setup(plugin.context)
+    from vpd_stream.models.raft_weights import convert_raft_weights
+    convert_raft_weights(tmp_path / "raft_small.pth")  # -> raft_small.safetensors + sidecar
     plugin.setup(plugin.context)
     assert type(plugin._flow.engine).__name__ == "TorchEngine"
     big = _texture()

@@ -56,7 +56,16 @@ def test_load_errors_are_one_line(tmp_path) -> None:
     with pytest.raises(ModelError, match="do not match the sha256"):
         load_heads(tmp_path / "rec")
     side = tmp_path / "rec.json"
-    side.write_text(side.read_text().replace('"weights_sha256"', '"was_sha256"'))
+    intact = side.read_text()
+    side.write_text(intact.replace('"weights_sha256"', '"was_sha256"'))
+    with pytest.raises(ModelError, match="no valid weights_sha256"):  # the hash is required (issue 17)
+        load_heads(tmp_path / "rec")
+    import json
+
+    from vpd_stream.models.weights_file import file_sha256
+    meta = json.loads(intact)
+    meta["weights_sha256"] = file_sha256(tmp_path / "rec.safetensors")  # the hash of the garbage
+    side.write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="cannot be read"):
         load_heads(tmp_path / "rec")
     side.write_text(side.read_text().replace('"vpd-stream-head"', '"something-else"'))

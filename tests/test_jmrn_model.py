@@ -48,6 +48,11 @@ def test_save_load_roundtrip_and_bad_files(tmp_path) -> None:
     bad["config"]["c_dim"] = 7
     bad["weights_sha256"] = ""
     side.write_text(json.dumps(bad))
+    with pytest.raises(ModelError, match="no valid weights_sha256"):  # the hash is required (issue 17)
+        load_jmrn(path)
+    from vpd_stream.models.weights_file import file_sha256
+    bad["weights_sha256"] = file_sha256(path)
+    side.write_text(json.dumps(bad))
     with pytest.raises(ModelError, match="does not match"):
         load_jmrn(path)
     path.write_bytes(path.read_bytes()[:-10])

@@ -1,9 +1,7 @@
 """A real local live feed (MPEG-TS over TCP), cut mid-stream; stdin; metrics over HTTP."""
-import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 

@@ -1,8 +1,9 @@
-"""RAFT-small/large: torchvision layout, shapes, dtypes, weight loading.
+"""RAFT-small/large: torchvision layout, shapes, dtypes, weight conversion and loading.
 
 No real RAFT weights can be fetched here, so output *quality* is unverified; these tests
 hold the architecture to torchvision's published parameter counts and key layout, and
-check that a saved state dict reloads into the same function.
+check that a saved state dict, converted once to safetensors, reloads into the same
+function (a .pth itself is never loaded).
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from vpd_stream.errors import ModelError  # noqa: E402
-from vpd_stream.models.raft import build_raft, load_raft, to_raft_input  # noqa: E402
+from vpd_stream.models.raft import build_raft, to_raft_input
+from vpd_stream.models.raft_weights import load_raft  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -62,17 +64,18 @@ def test_input_normalization_range():
     assert x.min() == -1.0 and x.max() == 1.0
 
 
-@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-def test_saved_weights_reload_to_the_same_function(tmp_path, suffix):
+def test_pth_converted_once_then_reloads_to_the_same_function(tmp_path):
+    from vpd_stream.models.raft_weights import convert_raft_weights
+
     torch.manual_seed(1)
     model = build_raft("small", num_flow_updates=1)
-    path = tmp_path / f"raft_small{suffix}"
-    if suffix == ".pth":
-        torch.save(model.state_dict(), path)
-    else:
-        from safetensors.torch import save_file
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    loaded = load_raft(path, "small", num_flow_updates=1)
+    pth = tmp_path / "raft_small_C_T_V2-01064c6d.pth"  # torchvision's file name
+    torch.save(model.state_dict(), pth)
+    with pytest.raises(ModelError, match="vpd-stream convert-raft"):  # no pickle at load time
+        load_raft(pth, "small")
+    converted = convert_raft_weights(pth)
+    assert converted == tmp_path / "raft_small.safetensors" and converted.with_suffix(".json").is_file()
+    loaded = load_raft(converted, "small", num_flow_updates=1)
     a, b = torch.rand(1, 3, 128, 128) * 2 - 1, torch.rand(1, 3, 128, 128) * 2 - 1
     with torch.inference_mode():
         torch.testing.assert_close(loaded(a, b), model(a, b))
@@ -82,16 +85,44 @@ def test_saved_weights_reload_to_the_same_function(tmp_path, suffix):
     assert not torch.equal(fresh["feature_encoder.conv.weight"], loaded.state_dict()["feature_encoder.conv.weight"])
 
 
+def test_convert_command_through_the_cli(tmp_path):
+    from cli_helpers import assert_clean_error, run_cli
+
+    pth = tmp_path / "large.pth"
+    torch.save({"state_dict": build_raft("large").state_dict()}, pth)  # a training checkpoint's nesting
+    done = run_cli("convert-raft", str(pth), "-o", str(tmp_path / "l.safetensors"))
+    assert done.returncode == 0, done.stderr.decode()
+    assert '"variant": "large"' in (tmp_path / "l.json").read_text()
+    assert_clean_error(run_cli("convert-raft", str(pth), "--variant", "small"), "not a torchvision RAFT")
+    junk = tmp_path / "junk.pth"
+    torch.save({"note": "not weights"}, junk)
+    result = run_cli("convert-raft", str(junk))
+    assert_clean_error(result, "junk.pth")
+    assert result.returncode == 3
+
+
 def test_load_errors_are_one_clear_line(tmp_path):
+    from safetensors.torch import save_file
+
+    from vpd_stream.models.raft_weights import convert_raft_weights
+
     with pytest.raises(ModelError, match="does not exist"):
-        load_raft(tmp_path / "missing.pth")
+        load_raft(tmp_path / "missing.safetensors")
+    bare = tmp_path / "bare.safetensors"  # safetensors without the sidecar that says what it is
+    save_file({k: v.contiguous() for k, v in build_raft("small").state_dict().items()}, str(bare))
+    with pytest.raises(ModelError, match="no sidecar"):
+        load_raft(bare)
+    small = tmp_path / "small.pth"
+    torch.save(build_raft("small").state_dict(), small)
+    converted = convert_raft_weights(small, tmp_path / "s.safetensors")
+    with pytest.raises(ModelError, match='raft_variant = "small"'):
+        load_raft(converted, "large")
+    converted.write_bytes(converted.read_bytes()[:-16])
+    with pytest.raises(ModelError, match="sha256"):
+        load_raft(converted, "small")
     bad = tmp_path / "garbage.pth"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="cannot be read"):
-        load_raft(bad)
-    small = tmp_path / "small.pth"
-    torch.save(build_raft("small").state_dict(), small)
-    with pytest.raises(ModelError, match="does not match raft_large"):
-        load_raft(small, "large")
+        convert_raft_weights(bad)
     with pytest.raises(ModelError, match="unknown RAFT variant"):
         build_raft("medium")

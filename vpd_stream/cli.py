@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _main(argv)
     finally:
-        native.stop()
+        native.stop(keep_filtering=True)  # native teardown chatter must not follow our last line
 
 
 def _main(argv: list[str] | None) -> None:

@@ -18,6 +18,7 @@ from .errors import PluginError
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("engines.commands", "export"),
     "build-engine": ("engines.commands", "build_engine"),
+    "convert-raft": ("vpd_stream.models.raft_weights", "convert_raft"),
     "prepare": ("offline_train.commands", "prepare"),
     "distill": ("offline_train.commands", "distill"),
     "embed": ("offline_train.commands", "embed"),

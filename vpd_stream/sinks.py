@@ -107,7 +107,7 @@ class JsonlSink(Sink):
             try:
                 os.ftruncate(self._fd, self._good)
             except OSError:
-                kept = f"; its last line may be incomplete" if self.lines else ""
+                kept = "; its last line may be incomplete" if self.lines else ""
         reason = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "the file size limit was reached",
                   errno.EDQUOT: "the disk quota is exhausted"}.get(exc.errno, exc.strerror or str(exc))
         raise InputError(f"cannot write {self._name}: {reason}{kept}; free space or write elsewhere (-o)") from None

@@ -2,14 +2,14 @@
 
 Module and parameter names follow torchvision's implementation, so a state dict saved
 from ``torchvision.models.optical_flow.raft_small/raft_large`` (the ``.pth`` files the
-user downloads elsewhere) loads here unchanged. Nothing is downloaded: weights come from
-a file the user provides (``load_raft``). Inputs are RGB in [-1, 1], N×3×H×W with H and W
+user downloads elsewhere) fits here unchanged, once converted to safetensors
+(``vpd-stream convert-raft``, vpd_stream.models.raft_weights). Nothing is downloaded:
+weights come from a file the user provides (``raft_weights.load_raft``). Inputs are RGB in [-1, 1], N×3×H×W with H and W
 divisible by 8; the output is the flow after the last update, N×2×H×W, in pixels.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -315,37 +315,6 @@ def build_raft(variant: str = "small", num_flow_updates: int = 12) -> RAFT:
     mask = MaskPredictor(in_channels=s.hidden, hidden_size=256) if s.mask_predictor else None
     model = RAFT(feature_encoder=feature, context_encoder=context, corr_block=corr, update_block=update,
                  mask_predictor=mask, num_flow_updates=num_flow_updates)
-    return model.eval()
-
-
-def load_raft(path: str | Path, variant: str = "small", num_flow_updates: int = 12) -> RAFT:
-    """RAFT with weights from a user-provided file (.pth state dict or .safetensors)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"RAFT weights file {path} does not exist; pass the path of a torchvision "
-                         f"raft_{variant} state dict (.pth or .safetensors)")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable file ends in one clear line
-        raise ModelError(f"RAFT weights file {path} cannot be read ({type(exc).__name__}: {exc})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    model = build_raft(variant, num_flow_updates)
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
-        raise ModelError(f"RAFT weights file {path} does not match raft_{variant} "
-                         f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}); "
-                         "is it the other variant?") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise ModelError(
-            f"RAFT weights file {path} does not match raft_{variant} (missing {len(result.missing_keys)} keys, "
-            f"e.g. {result.missing_keys[:2]}; unexpected {len(result.unexpected_keys)}, e.g. "
-            f"{result.unexpected_keys[:2]}); is it the other variant?")
     return model.eval()
 
 

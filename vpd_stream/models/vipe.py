@@ -206,7 +206,10 @@ def load_vipe(path: str | Path | None = None, vflip: bool | None = None) -> Vipe
         raise ModelError(f"VIPE* sidecar {side} has a bad config ({exc})") from None
     if vflip is not None:
         cfg = dataclasses.replace(cfg, vflip=vflip)
-    model = Vipe(cfg)
+    try:
+        model = Vipe(cfg)
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"VIPE* sidecar {side} describes no buildable network ({exc}); retrain it") from None
     try:
         model.load_state_dict(load_file(str(path)))
     except Exception as exc:  # safetensors/torch raise several types for a bad file

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,12 @@ def read_sidecar(path: str | Path, fmt: str, version: int, what: str, fix: str,
     if data.get("format_version") != version:
         raise ModelError(f"{side} has format version {data.get('format_version')}, this vpd-stream reads "
                          f"{version}; upgrade vpd-stream or {fix.split('; ')[0]}")
-    if verify_hash and data.get("weights_sha256") and file_sha256(path) != data["weights_sha256"]:
+    digest = data.get("weights_sha256")
+    if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        # Without it nothing ties the sidecar to these tensors (zeroed or swapped weights pass).
+        raise ModelError(f"{side} has no valid weights_sha256 (the sha256 of {path.name}); it was not written "
+                         f"by vpd-stream or was edited; {fix}")
+    if verify_hash and file_sha256(path) != digest:
         raise ModelError(f"{what} weights {path} do not match the sha256 in {side.name}; "
                          "the file is corrupt or was replaced")
     return data
