@@ -230,3 +230,17 @@ def test_data_folder_rule(tmp_path, monkeypatch):
     assert data_folder(tmp_path, "penn_action", "Penn Action") == tmp_path  # a given folder wins
     monkeypatch.setenv("VPD_DATA_DIR", str(tmp_path / "nope"))
     assert find_data_root() is None
+
+
+def test_the_recorded_command_line_is_what_was_typed(monkeypatch):
+    from offline_train.commands.common import command_line, hidden_alias
+
+    @click.command("new")
+    @click.option("--a")
+    def new(a):
+        click.echo(command_line())
+
+    group = click.Group("vpd-stream", commands={"new": new, "old": hidden_alias(new, "old")})
+    for typed in (["new", "--a", "1"], ["old", "--a", "1"]):
+        monkeypatch.setattr(sys, "argv", ["/venv/bin/vpd-stream", *typed])
+        assert CliRunner().invoke(group, typed, prog_name="vpd-stream").output == f"vpd-stream {' '.join(typed)}\n"

@@ -24,9 +24,8 @@ def setup_logging(verbose: int) -> None:
 def command_line() -> str:
     """The command as typed, for the reports and sidecars that record how they were made
     (``vpd-stream train recognizer --epochs 5``), whichever spelling the user typed."""
-    ctx = click.get_current_context()
-    words = ctx.command_path.split()
-    return " ".join([*words, *sys.argv[len(words):]])
+    root = click.get_current_context().find_root()
+    return " ".join([root.info_name or "vpd-stream", *sys.argv[1:]])
 
 
 def hidden_alias(command: click.Command, name: str) -> click.Command:
