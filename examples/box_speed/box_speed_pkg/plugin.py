@@ -177,6 +177,9 @@ class BoxSpeedPlugin(Plugin):
             x, y = (int(round(c)) for c in self._point(track.box))
             tip = (int(round(x + 0.25 * value.velocity[0])), int(round(y + 0.25 * value.velocity[1])))
             cv2.arrowedLine(image, (x, y), tip, (0, 200, 255), 2 * scale, cv2.LINE_AA, tipLength=0.25)
-            x2, y1 = int(round(track.box[2])), int(round(track.box[1]))
-            cv2.putText(image, f"{value.speed:.0f} px/s", (max(0, x2 - 90 * scale), max(14 * scale, y1 - 6 * scale)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 200, 255), scale, cv2.LINE_AA)
+            # Below the box: the tracker writes its label above it.
+            x1, y2 = int(round(track.box[0])), int(round(track.box[3]))
+            at = (max(0, x1) + 3, min(image.shape[0] - 4, y2 + 16 * scale))
+            for colour, thickness in (((0, 0, 0), 3 * scale), ((0, 200, 255), scale)):  # outlined: legible anywhere
+                cv2.putText(image, f"{value.speed:.0f} px/s", at, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, colour,
+                            thickness, cv2.LINE_AA)
