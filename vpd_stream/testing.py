@@ -81,9 +81,9 @@ def _figure_parts(index: int, frames: int, size: tuple[int, int]) -> list[tuple]
     swing = math.sin(index * 0.4)  # arms and legs swing in opposition, as in walking
     parts: list[tuple] = []
     for sign in (-1.0, 1.0):
-        parts.append(("segment", (cx, shoulder), (cx + h / 6.0 * (sign * 0.5 + 0.5 * swing), shoulder + h / 4.0),
+        parts.append(("segment", (cx, shoulder), (cx + h / 6.0 * (sign * 0.5 + 0.2 * swing), shoulder + h / 4.0),
                       h / 18.0, _BODY))
-        parts.append(("segment", (cx, hip), (cx + h / 7.0 * (sign * 0.6 - 0.4 * swing), top + h), h / 14.0, _BODY))
+        parts.append(("segment", (cx, hip), (cx + h / 7.0 * (sign * 0.6 - 0.15 * swing), top + h), h / 14.0, _BODY))
     parts.append(("segment", (cx, neck), (cx, hip), h / 10.0, _BODY))
     parts.append(("disc", cx, top + head, head, _SKIN))
     eye = max(1.0, head / 5.0)
