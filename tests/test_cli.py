@@ -244,3 +244,20 @@ def test_the_recorded_command_line_is_what_was_typed(monkeypatch):
     for typed in (["new", "--a", "1"], ["old", "--a", "1"]):
         monkeypatch.setattr(sys, "argv", ["/venv/bin/vpd-stream", *typed])
         assert CliRunner().invoke(group, typed, prog_name="vpd-stream").output == f"vpd-stream {' '.join(typed)}\n"
+
+
+def test_help_of_every_command_in_the_tree_hidden_ones_included():
+    group = lazy_group()
+    ctx = click.Context(group)
+    seen = []
+
+    def walk(command: click.Command, words: list[str]) -> None:
+        result = CliRunner().invoke(group, [*words, "--help"], catch_exceptions=False)
+        assert result.exit_code == 0 and "Usage:" in result.output, (words, result.output)
+        seen.append(" ".join(words))
+        if isinstance(command, click.Group):
+            for name in command.commands if not isinstance(command, LazyGroup) else command.lazy:
+                walk(command.get_command(ctx, name), [*words, name])
+
+    walk(group, [])
+    assert {" ".join(w) for w in OFFLINE + OLD_SPELLINGS} <= set(seen)
