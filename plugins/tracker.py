@@ -41,6 +41,8 @@ class _StreamState:
     sweep: list[Region] | None = None  # the whole frame and the tiles, visited in turn
     cursor: int = 0  # next region of the sweep
     per_pass: int = 1  # sweep regions visited per detection pass
+    budget: float = 0.0  # sweep regions owed (fractional, when the sweep runs slower)
+    cold: bool = False  # this pass swept the whole frame because nobody was followed
 
 
 class TrackerPlugin(Plugin):
@@ -64,6 +66,7 @@ class TrackerPlugin(Plugin):
         scan_seconds: float = 1.0  # one sweep over the tiles and the whole frame takes this long
         window_scale: float = 2.5  # search window around a live track, × its longer side
         window_tracks: int = 0  # tracks searched around on every pass; 0 = max_athletes + 1
+        settled_scan_factor: int = 3  # while every athlete is well followed, the sweep runs this many times slower
         iou_threshold: float = 0.3  # least IoU for a detection to continue a track
         confirm_detections: int = 2  # 1: report a track from its first detection; 2: from its second
         keep_seconds: float = 1.0  # how long a track coasts on its Kalman prediction without detections
@@ -89,9 +92,10 @@ class TrackerPlugin(Plugin):
             raise ConfigError(f"[plugins.tracker] iou_threshold must be in (0, 1], got {o.iou_threshold}")
         if o.onnx_layout not in ONNX_LAYOUTS:
             raise ConfigError(f"[plugins.tracker] onnx_layout '{o.onnx_layout}' is unknown; use one of {', '.join(ONNX_LAYOUTS)}")
-        if o.scan_seconds <= 0 or o.window_scale < 1.0 or not 0.0 <= o.tile_overlap < 0.9 or o.window_tracks < 0:
+        if (o.scan_seconds <= 0 or o.window_scale < 1.0 or not 0.0 <= o.tile_overlap < 0.9 or o.window_tracks < 0
+                or o.settled_scan_factor < 1):
             raise ConfigError("[plugins.tracker] scan_seconds must be > 0, window_scale ≥ 1, tile_overlap in [0, 0.9), "
-                              "window_tracks ≥ 0")
+                              "window_tracks ≥ 0, settled_scan_factor ≥ 1")
         if o.roi is not None and (len(o.roi) != 4 or not (o.roi[0] < o.roi[2] and o.roi[1] < o.roi[3])):
             raise ConfigError(f"[plugins.tracker] roi must be [x1, y1, x2, y2] fractions with x1<x2, y1<y2, got {o.roi}")
         self._detector: PersonDetector | None = None
@@ -134,8 +138,10 @@ class TrackerPlugin(Plugin):
             tiles = tile_grid(frame.width, frame.height, self.tile_side(frame.width, frame.height), o.tile_overlap)
             sweep = [(0, 0, frame.width, frame.height)] + tiles if tiles else None
             passes = max(1, int(o.scan_seconds * fps) // o.detect_every)
-            # A person the windows do not follow is seen again once per sweep: it must live that long.
-            life = max(keep_frames, 2 * o.detect_every, 2, (passes + 1) * o.detect_every if sweep else 0)
+            # A person the windows do not follow is seen again once per sweep (at its slower,
+            # settled pace): it must live that long.
+            slow = passes * o.settled_scan_factor
+            life = max(keep_frames, 2 * o.detect_every, 2, (slow + 1) * o.detect_every if sweep else 0)
             period = (life + 1) // 2
             delay = period if o.confirm_detections == 2 else period - 1
             tracker = Tracker(distance_function="iou", distance_threshold=1.0 - o.iou_threshold,
@@ -166,6 +172,7 @@ class TrackerPlugin(Plugin):
                     for obj in objects if obj.is_initializing]
         if not objects:  # nobody followed (start, or everyone lost): sweep everything now
             state.cursor = 0
+            state.cold = True
             return list(state.sweep)
         k = o.window_tracks or (self.params.max_athletes + 1)
         athletes = set(state.selector.athletes)
@@ -174,21 +181,28 @@ class TrackerPlugin(Plugin):
         # Leading tracks, plus fresh ones awaiting their confirming second detection.
         chosen = confirmed[:k] + [obj for obj in objects if obj.is_initializing]
         regions = [search_window(_box(obj.estimate), frame.width, frame.height, o.window_scale, 224) for obj in chosen]
-        for _ in range(min(state.per_pass, len(state.sweep))):
+        state.budget += state.per_pass / (o.settled_scan_factor if self._settled(state) else 1)
+        for _ in range(min(int(state.budget), len(state.sweep))):
             regions.append(state.sweep[state.cursor])
             state.cursor = (state.cursor + 1) % len(state.sweep)
+        state.budget -= int(state.budget)
         return regions
 
-    def _track(self, frame: Frame) -> dict[int, Track]:
-        from norfair import Detection
+    def _settled(self, state: _StreamState) -> bool:
+        """Every athlete slot is held by a track the detector keeps confirming."""
+        sel = state.selector
+        return len(sel.athletes) >= self.params.max_athletes and all(
+            sel._stats[t].support >= 0.5 for t in sel.athletes if t in sel._stats)
 
+    def _track(self, frame: Frame) -> dict[int, Track]:
         o = self.options
         state = self._state(frame)
         transform = state.motion.update(frame.rgb) if state.motion is not None else None
         fresh = state.sweep is not None and any(obj.is_initializing for obj in state.tracker.tracked_objects)
         if state.frames % o.detect_every == 0 or fresh:
             # Between passes, fresh tracks still get a look each frame: the detector misses a
-            # small player now and then, and a track unconfirmed for long dies.
+            # small player now and then (a player found again a little off the track's
+            # prediction starts a fresh track), and a track unconfirmed for long dies.
             regions = self._regions(state, frame, windows_only=state.frames % o.detect_every != 0)
             if regions is None:
                 found = self._detector.detect(frame.rgb)
@@ -196,9 +210,15 @@ class TrackerPlugin(Plugin):
                 if not isinstance(self._detector, SlicedDetector):
                     self._detector = SlicedDetector(self._detector)
                 found = self._detector.detect_regions(frame.rgb, regions)
-            detections = [Detection(points=d.box.reshape(2, 2).astype(np.float64), data=d.score)
-                          for d in found if d.box[2] > d.box[0] and d.box[3] > d.box[1]]
+            detections = _detections(found)
             objects = state.tracker.update(detections, period=state.period, coord_transformations=transform)
+            if state.cold:
+                # Cold start: what the sweep found gets a second look, in its search window,
+                # on the same frame, so the stream's first frame already reports people.
+                state.cold = False
+                regions = self._regions(state, frame, windows_only=True)
+                detections = _detections(self._detector.detect_regions(frame.rgb, regions))
+                objects = state.tracker.update(detections, period=state.period)
             fed = {id(d) for d in detections}
             # A track counts as missed only where this pass looked at its scale.
             matched = {int(obj.id): id(obj.last_detection) in fed for obj in objects
@@ -258,3 +278,10 @@ class TrackerPlugin(Plugin):
 def _box(estimate: np.ndarray) -> np.ndarray:
     (x1, y1), (x2, y2) = estimate
     return np.array([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], np.float32)
+
+
+def _detections(found: list) -> list:
+    from norfair import Detection
+
+    return [Detection(points=d.box.reshape(2, 2).astype(np.float64), data=d.score)
+            for d in found if d.box[2] > d.box[0] and d.box[3] > d.box[1]]

@@ -142,12 +142,13 @@ def test_tracker_finds_and_follows_small_players_through_windows():
         tracks = frame.annotations["tracks"]
         ids.update(tracks.keys())
         athletes.append(sorted(t for t, tr in tracks.items() if tr.is_athlete))
-        if i >= 2:  # both players followed from the second detection on
-            found = np.stack([t.box for t in tracks.values()])
-            assert (box_iou(np.array(players, np.float32), found).max(axis=1) > 0.7).all(), i
+        # Both players reported from the first frame (the cold-start sweep and a second look
+        # in their windows); the Kalman boxes settle on them within a few frames.
+        found = np.stack([t.box for t in tracks.values()])
+        assert (box_iou(np.array(players, np.float32), found).max(axis=1) > (0.7 if i >= 10 else 0.5)).all(), i
     state = plugin._streams["tv"]
     assert isinstance(plugin._detector, SlicedDetector)
-    assert calls[0] == len(state.sweep)  # nobody followed yet: the whole sweep at once
+    assert calls[0] == len(state.sweep) + 4  # nobody followed yet: the whole sweep, then a window per person
     # Later passes: a window per leading track (max_athletes + 1) and a share of the sweep.
     assert max(calls[4:]) <= 3 + state.per_pass and sum(c == 0 for c in calls[4:]) >= 20
     assert len(ids) == 4, ids  # two players and two officials, no identity switch
