@@ -26,9 +26,11 @@ N, SIZE, FPS = 30, (640, 360), 25.0
 TRUE_SPEED = 0.6 * SIZE[0] / (N - 1) * FPS  # px/s of the generated figure's centre line
 
 
-def _env(path: Path) -> dict[str, str]:
+def _env(path: Path | None = None) -> dict[str, str]:
+    """The environment with ``path`` first on PYTHONPATH (None: as it is), pip kept quiet."""
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(path), *filter(None, [os.environ.get("PYTHONPATH")])])
+    if path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(path), *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
 
 
@@ -40,15 +42,17 @@ def installed(tmp_path_factory) -> Path:
     shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
     target = root / "site"
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target)]
-    if importlib.util.find_spec("setuptools") is not None:  # the build backend is here: no network
+    local_backend = importlib.util.find_spec("setuptools") is not None
+    if local_backend:  # build with the venv's setuptools: no network needed
         cmd = [*pip, "--no-build-isolation", "--no-index", str(src)]
     else:  # pip must fetch setuptools into an isolated build environment
         cmd = [*pip, str(src)]
-    result = subprocess.run(cmd, capture_output=True, timeout=300, env=_env(Path()))
+    result = subprocess.run(cmd, capture_output=True, timeout=300, env=_env())
     if result.returncode != 0:
         err = result.stderr.decode(errors="replace")
-        if "setuptools" not in sys.modules and importlib.util.find_spec("setuptools") is None:
-            pytest.skip(f"cannot build the example: no setuptools here and pip could not fetch it ({err[-300:]})")
+        if not local_backend:
+            pytest.skip(f"cannot build the example: no setuptools in this venv and pip could not fetch it "
+                        f"(no network?): {err.strip().splitlines()[-1] if err.strip() else 'no output'}")
         raise AssertionError(f"pip install of the example failed:\n{err}")
     assert list(target.glob("vpd_stream_box_speed-*.dist-info/entry_points.txt")), "no entry points installed"
     return target
