@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench clean
+.PHONY: venv demo test test-slow bench clean rtsp-deps
 
 venv: $(STAMP)
 
@@ -19,8 +19,16 @@ $(STAMP): setup.cfg pyproject.toml
 demo: venv
 	$(VENV)/bin/vpd-stream demo
 
-test: venv
+test: venv $(if $(WITH_RTSP),rtsp-deps)
 	$(VENV)/bin/pytest -q
+
+# Opt-in (`make test WITH_RTSP=1`, Debian, root): GStreamer's RTSP server for tests/test_rtsp.py.
+# Without it (CI) those tests skip with the reason. apt-get update runs once, only if needed.
+RTSP_PACKAGES := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-good
+rtsp-deps:
+	@dpkg -s $(RTSP_PACKAGES) >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PACKAGES); } || \
+	  echo "rtsp-deps: not installed (needs root and apt-get); tests/test_rtsp.py will skip"
 
 test-slow: venv
 	$(VENV)/bin/pytest -q -m slow

@@ -78,6 +78,13 @@ def source_kind(spec: str, live: str = "auto") -> str:
     return "file"
 
 
+def redact_url(spec: str) -> str:
+    """``spec`` with the password of a ``user:password@`` URL replaced by ``***``."""
+    if not is_url(spec):
+        return spec
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", spec)
+
+
 def stream_names(specs: list[str]) -> list[str]:
     """Short unique names for the ``stream`` label: file stem, url host:port, 'stdin'."""
     names: list[str] = []
@@ -131,6 +138,7 @@ class VideoSource:
         max_frames: int | None = None,
     ) -> None:
         self.spec = spec
+        self.shown = redact_url(spec)  # what messages show: the URL without its password
         self.stream_id = stream_id
         self.config = config or SourceConfig()
         self.target_fps = target_fps
@@ -164,15 +172,15 @@ class VideoSource:
             return
         path = Path(self.spec)
         if not path.exists():
-            raise InputError(f"{self.spec}: no such file; check the path")
+            raise InputError(f"{self.shown}: no such file; check the path")
         if path.is_dir():
-            raise InputError(f"{self.spec}: is a directory, not a video file")
+            raise InputError(f"{self.shown}: is a directory, not a video file")
         mode = path.stat().st_mode
         if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
             self.is_pipe = True  # probing would consume what the writer sends: read it once, later
             return
         if path.stat().st_size == 0:
-            raise InputError(f"{self.spec}: the file is empty (0 bytes); it is not a video")
+            raise InputError(f"{self.shown}: the file is empty (0 bytes); it is not a video")
         container = self._open()
         container.close()
 
@@ -185,14 +193,14 @@ class VideoSource:
             return
         if urlparse(self.spec).scheme.lower() not in HTTP_SCHEMES:
             return
-        served = _probe_http(self.spec, self.config.open_timeout)
+        served = _probe_http(self.spec, self.config.open_timeout, self.shown)
         if served in ("hls-vod", "hls-live"):
             self.is_hls = True
         if served in ("file", "hls-vod"):
             self.kind, self.is_live = "file", False
         else:  # a live playlist, an endless stream, or a server that is down right now
             self.kind, self.is_live = "live", True
-        log.info("%s: %s is served as %s", self.stream_id, self.spec, served)
+        log.info("%s: %s is served as %s", self.stream_id, self.shown, served)
 
     def _open(self):
         """Open the container and check it holds a decodable video stream."""
@@ -214,44 +222,44 @@ class VideoSource:
         try:
             container = av.open(target, mode="r", options=options, **kwargs)
         except av.error.FileNotFoundError:
-            raise InputError(f"{self.spec}: no such file; check the path") from None
+            raise InputError(f"{self.shown}: no such file; check the path") from None
         except av.error.PermissionError:
-            raise InputError(f"{self.spec}: permission denied") from None
+            raise InputError(f"{self.shown}: permission denied") from None
         except av.error.InvalidDataError:
             if not self.is_pipe and _mp4_without_index(self.spec):
                 raise InputError(
-                    f"{self.spec}: the MP4 index (moov atom) is missing: the file was cut before the "
+                    f"{self.shown}: the MP4 index (moov atom) is missing: the file was cut before the "
                     "recording was finalized; re-export it (with -movflags faststart for streaming)"
                 ) from None
             raise InputError(
-                f"{self.spec}: not a video file FFmpeg can read (invalid data; the file may be "
+                f"{self.shown}: not a video file FFmpeg can read (invalid data; the file may be "
                 "truncated or not a video at all)"
             ) from None
         except (av.error.ExitError, av.error.TimeoutError):
             raise InputError(
-                f"{self.spec}: no answer within {self.config.open_timeout:g} s; check the URL and "
+                f"{self.shown}: no answer within {self.config.open_timeout:g} s; check the URL and "
                 "that the feed is up"
             ) from None
         except (av.error.ConnectionRefusedError, av.error.ConnectionResetError):
-            raise InputError(f"{self.spec}: connection refused; check the URL and that the feed is up") from None
+            raise InputError(f"{self.shown}: connection refused; check the URL and that the feed is up") from None
         except (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError) as exc:
-            raise FeedRefusedError(f"{self.spec}: access refused (the server answered {_reason(exc)}); "
+            raise FeedRefusedError(f"{self.shown}: access refused ({_reason(exc)}); "
                                    "check the credentials in the URL") from None
         except av.error.HTTPNotFoundError:
-            raise FeedRefusedError(f"{self.spec}: not found (the server answered 404); check the URL's path") from None
+            raise FeedRefusedError(f"{self.shown}: not found (the server answered 404); check the URL's path") from None
         except av.error.HTTPTooManyRequestsError as exc:
-            raise InputError(f"{self.spec}: the server answered {_reason(exc)}") from None
+            raise InputError(f"{self.shown}: the server answered {_reason(exc)}") from None
         except av.error.HTTPClientError as exc:
-            raise FeedRefusedError(f"{self.spec}: the server refused the request ({_reason(exc)}); check the URL") from None
+            raise FeedRefusedError(f"{self.shown}: the server refused the request ({_reason(exc)}); check the URL") from None
         except av.error.HTTPError as exc:
-            raise InputError(f"{self.spec}: the server answered {exc.strerror or 'an HTTP error'}") from None
+            raise InputError(f"{self.shown}: the server answered {exc.strerror or 'an HTTP error'}") from None
         except av.error.ProtocolNotFoundError:
             scheme = urlparse(self.spec).scheme.lower()
             hint = SCHEME_HINTS.get(scheme, "use rtsp, rtmp, udp, tcp or http(s)")
-            raise FeedRefusedError(f"{self.spec}: the {scheme}:// scheme is not supported by this FFmpeg "
+            raise FeedRefusedError(f"{self.shown}: the {scheme}:// scheme is not supported by this FFmpeg "
                                    f"build; {hint}") from None
         except (av.FFmpegError, OSError) as exc:
-            raise InputError(f"{self.spec}: cannot open ({_reason(exc)})") from None
+            raise InputError(f"{self.shown}: cannot open ({_reason(exc)})") from None
         try:
             self._video_stream(container)
         except Exception:
@@ -261,18 +269,18 @@ class VideoSource:
 
     def _video_stream(self, container):
         if not container.streams.video:
-            raise InputError(f"{self.spec}: contains no video stream")
+            raise InputError(f"{self.shown}: contains no video stream")
         stream = container.streams.video[0]
         ctx = stream.codec_context
         if ctx is None or getattr(ctx, "codec", None) is None or ctx.name in ("none", ""):
             raise InputError(
-                f"{self.spec}: unsupported or unknown video codec (no decoder in this FFmpeg build); "
+                f"{self.shown}: unsupported or unknown video codec (no decoder in this FFmpeg build); "
                 "convert it first, e.g. to H.264"
             )
         if ctx.width == 0 or ctx.height == 0:
             # A stream FFmpeg cannot size usually means it could not parse the codec headers.
             if not self.is_live:
-                raise InputError(f"{self.spec}: the video stream has no readable frames (corrupt headers)")
+                raise InputError(f"{self.shown}: the video stream has no readable frames (corrupt headers)")
         return stream
 
     # -- decoding -------------------------------------------------------------------
@@ -303,7 +311,7 @@ class VideoSource:
                     if stop.is_set():
                         break  # asked to stop while waiting to retry: end the stream, not an error
                     raise InputError(
-                        f"{self.spec}: feed unreachable ({exc}); gave up after {attempts - 1} reconnect "
+                        f"{self.shown}: feed unreachable ({exc}); gave up after {attempts - 1} reconnect "
                         f"attempts (source.reconnect_attempts = {self.config.reconnect_attempts})"
                     ) from None
                 continue
@@ -335,7 +343,7 @@ class VideoSource:
                 if stop.is_set():
                     break
                 raise InputError(
-                    f"{self.spec}: feed lost ({reason}) and not back after {attempts - 1} reconnect attempts "
+                    f"{self.shown}: feed lost ({reason}) and not back after {attempts - 1} reconnect attempts "
                     f"(source.reconnect_attempts = {self.config.reconnect_attempts}); check the feed"
                 )
             # Timestamps restart on a new connection; continue the timeline instead.
@@ -411,12 +419,12 @@ class VideoSource:
                     raise InputError(f"read failed ({_reason(exc)})") from None
                 if is_url(self.spec) and status.decoded == 0:
                     raise InputError(
-                        f"{self.spec}: reading over HTTP failed before the first frame ({_reason(exc)}); an MP4 "
+                        f"{self.shown}: reading over HTTP failed before the first frame ({_reason(exc)}); an MP4 "
                         "whose index is at the end needs a server that answers range requests, or re-export "
                         "it with -movflags faststart"
                     ) from None
                 raise InputError(
-                    f"{self.spec}: the file is corrupt or truncated after frame {status.decoded} "
+                    f"{self.shown}: the file is corrupt or truncated after frame {status.decoded} "
                     f"({_reason(exc)}); frames before it were processed"
                 ) from None
             status.last_packet = time.monotonic()
@@ -429,7 +437,7 @@ class VideoSource:
                 consecutive_errors += 1
                 if consecutive_errors > MAX_CONSECUTIVE_DECODE_ERRORS:
                     raise InputError(
-                        f"{self.spec}: {consecutive_errors} packets in a row failed to decode after "
+                        f"{self.shown}: {consecutive_errors} packets in a row failed to decode after "
                         f"frame {status.decoded}; the stream is corrupt"
                     ) from None
                 continue
@@ -482,11 +490,11 @@ class VideoSource:
         expected = self.status.expected_frames
         if expected > 0 and self.status.decoded < expected * 0.98 - 1:
             raise InputError(
-                f"{self.spec}: the file is truncated: decoded {self.status.decoded} of {expected} "
+                f"{self.shown}: the file is truncated: decoded {self.status.decoded} of {expected} "
                 "frames; frames before the cut were processed"
             )
         if self.status.decoded == 0:
-            raise InputError(f"{self.spec}: no frame could be decoded; the file is corrupt or truncated")
+            raise InputError(f"{self.shown}: no frame could be decoded; the file is corrupt or truncated")
 
     def _prev_step(self, fps: float | None) -> int:
         if fps is None or self.target_fps is None:
@@ -543,7 +551,7 @@ def display_quarter_turns(frame) -> int:
     return int(round(angle / 90.0)) % 4
 
 
-def _probe_http(url: str, timeout: float) -> str:
+def _probe_http(url: str, timeout: float, shown: str | None = None) -> str:
     """What an http(s) URL serves: 'file', 'hls-vod', 'hls-live', 'stream' or 'unknown'.
 
     A 4xx answer (not found, unauthorized, forbidden) is a ``FeedRefusedError`` at once; a
@@ -554,7 +562,7 @@ def _probe_http(url: str, timeout: float) -> str:
     except urllib.error.HTTPError as exc:
         if 400 <= exc.code < 500 and exc.code not in (408, 429):
             what = {401: "access refused", 403: "access refused", 404: "not found"}.get(exc.code, "refused")
-            raise FeedRefusedError(f"{url}: {what} (the server answered {exc.code} {exc.reason}); check the URL"
+            raise FeedRefusedError(f"{shown or redact_url(url)}: {what} (the server answered {exc.code} {exc.reason}); check the URL"
                                    + (" and its credentials" if exc.code in (401, 403) else "")) from None
         return "unknown"
     except (urllib.error.URLError, OSError, ValueError):
