@@ -328,6 +328,8 @@ class AthleteRun:
     boxes: dict[int, list[np.ndarray]] = None  # source frame -> athlete boxes
     tracker_s: list[float] = None
     pose_s: list[float] = None
+    detector_calls: int = 0  # person detector calls (one per region looked at)
+    pose_calls: int = 0  # athlete crops posed
 
     @property
     def ids(self) -> list[int]:
@@ -367,6 +369,7 @@ def run_athletes(video: Path, max_athletes: int, annotate: Path | None = None, l
         run.athletes.append(athletes)
         poses = frame.annotations["pose"]
         run.confident.append(sum(1 for t in athletes if t in poses and poses[t].mean_score >= 0.5))
+        run.pose_calls += sum(1 for t, tr in tracks.items() if tr.is_athlete or pose.options.all_tracks)
         src = round(frame.pts * (frame.source_fps or 25.0))
         run.boxes[src] = [tracks[t].box for t in athletes]
         if annotate is not None:
@@ -379,11 +382,30 @@ def run_athletes(video: Path, max_athletes: int, annotate: Path | None = None, l
                 writer = cv2.VideoWriter(str(annotate), cv2.VideoWriter_fourcc(*"mp4v"), 10.0,
                                          (image.shape[1], image.shape[0]))
             writer.write(image)
+    o = tracker.options
+    run.detector_calls = getattr(tracker._detector, "calls", None) or -(-run.frames // o.detect_every)
     for p in (tracker, pose):
         p.close()
     if writer is not None:
         writer.release()
     return run
+
+
+def unit_costs(video: Path, calls: int = 20) -> tuple[float, float]:
+    """Median ms of one BlazePose detector call on a 360-px tile and of one pose call on a
+    256-px athlete crop (mode roi), on a frame of ``video``, timed in the same run as the clips."""
+    from plugins.person_detector import BlazePoseDetector
+    from plugins.pose import BlazePoseLandmarks
+
+    rgb = next(iter(decode(video, limit=1))).rgb
+    tile = np.ascontiguousarray(rgb[0:360, 1080:1440])
+    crop = cv2.resize(np.ascontiguousarray(rgb[100:400, 1100:1400]), (256, 256))
+    det, lm = BlazePoseDetector(), BlazePoseLandmarks()
+    det.detect(tile), lm.estimate(crop)
+    d = _time_each(det.detect, [tile] * calls)
+    p = _time_each(lm.estimate, [crop] * calls)
+    det.close(), lm.close()
+    return _ms(d), _ms(p)
 
 
 def athletes(clips: list[str] | None, annotate_dir: str | None, pose_mode: str) -> None:
@@ -394,9 +416,13 @@ def athletes(clips: list[str] | None, annotate_dir: str | None, pose_mode: str) 
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     print(f"tracker + pose (mode {pose_mode}) per clip, 25 fps, native resolution; {os.cpu_count()} cores ({cpu}); "
           f"load average at start {os.getloadavg()[0]:.1f}")
+    tile_ms, pose_ms = unit_costs(videos / "tennis_broadcast_rally.mp4")
+    print(f"unit costs in this run: one detector call on a 360-px tile {tile_ms:.1f} ms, one pose call "
+          f"(256-px crop) {pose_ms:.1f} ms (load {os.getloadavg()[0]:.1f})")
     print("| clip | size | frames | max athletes | frames with an athlete | with an athlete, pose ≥ 0.5 | "
-          "with all of them, pose ≥ 0.5 | athlete ids | id switches | tracker ms/frame | pose ms/frame | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "with all of them, pose ≥ 0.5 | athlete ids | id switches | detector calls/frame | pose calls/frame | "
+          "tracker ms/frame | pose ms/frame | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     out = Path(annotate_dir) if annotate_dir else None
     for name in clips or list(ATHLETE_CLIPS):
         k = ATHLETE_CLIPS.get(name, 1)
@@ -407,7 +433,8 @@ def athletes(clips: list[str] | None, annotate_dir: str | None, pose_mode: str) 
                          pose_options={"mode": pose_mode})
         tracked = sum(1 for a in r.athletes if a) / max(1, r.frames)
         print(f"| {name} | {size} | {r.frames} | {k} | {tracked:.0%} | {r.fraction(1):.0%} | {r.fraction(k):.0%} | {r.ids} | "
-              f"{r.switches(k)} | {1000 * statistics.mean(r.tracker_s):.1f} | {1000 * statistics.mean(r.pose_s):.1f} | "
+              f"{r.switches(k)} | {r.detector_calls / r.frames:.2f} | {r.pose_calls / r.frames:.2f} | "
+              f"{1000 * statistics.mean(r.tracker_s):.1f} | {1000 * statistics.mean(r.pose_s):.1f} | "
               f"{os.getloadavg()[0]:.1f} |", flush=True)
         if name == "tennis_broadcast_rally.mp4":
             _, labelled = load_labelled_boxes()
