@@ -6,10 +6,13 @@ there is a plain http file) and ``live.m3u8``: the sliding window of the last ``
 segments published so far, one more every segment duration, like
 ``ffmpeg -re -i clip -f hls -hls_list_size 5 -hls_flags delete_segments``. When the
 publisher stops (``stop_after`` segments, or all of them), the playlist ends with
-``#EXT-X-ENDLIST``. ``vod.m3u8`` is the complete playlist from the start.
+``#EXT-X-ENDLIST``. ``vod.m3u8`` is the complete playlist from the start. With
+``ranges=True`` files are also served in byte ranges (206), as web servers do and
+http.server does not: an MP4 whose index is at its end can only be read that way.
 """
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -44,8 +47,9 @@ def write_hls(directory: Path, seconds: float = 12.0, fps: int = 25, size: tuple
 
 class HlsServer:
     def __init__(self, directory: Path, segments: list[tuple[float, str]], window: int = 5,
-                 stop_after: int | None = None) -> None:
+                 stop_after: int | None = None, ranges: bool = False) -> None:
         self.directory = Path(directory)
+        self.ranges = ranges
         self.segments = segments
         self.window = window
         self.stop_after = len(segments) if stop_after is None else stop_after
@@ -121,4 +125,33 @@ class _Handler(SimpleHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
-        super().do_GET()
+        wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+        path = Path(self.translate_path(self.path))
+        if self.state.ranges and wanted and path.is_file():
+            size = path.stat().st_size
+            start = int(wanted.group(1))
+            end = min(int(wanted.group(2)) if wanted.group(2) else size - 1, size - 1)
+            if start >= size:
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Type", self.guess_type(str(path)))
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.send_header("Content-Length", str(end - start + 1))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            with open(path, "rb") as f:
+                f.seek(start)
+                remaining = end - start + 1
+                try:
+                    while remaining > 0:
+                        chunk = f.read(min(remaining, 1 << 16))
+                        self.wfile.write(chunk)
+                        remaining -= len(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client seeks elsewhere and drops this answer
+            return
+        try:
+            super().do_GET()
+        except (BrokenPipeError, ConnectionResetError):
+            pass

@@ -100,3 +100,15 @@ def test_srt_is_refused_at_once_with_what_to_do(tmp_path):
     assert "relay" in err and "reconnecting" not in result.stderr.decode()
     end = jsonl_records(out)[-1]
     assert end["type"] == "end" and "not supported" in end["error"]
+
+
+def test_mp4_with_its_index_at_the_end_over_range_requests(tmp_path, hls_dir):
+    from clips import make_clip
+
+    directory, segments = hls_dir
+    make_clip(directory / "moov_last.mp4", frames=100)  # PyAV writes the index at the end
+    out = tmp_path / "out.jsonl"
+    with HlsServer(directory, segments, ranges=True) as server:  # as web servers answer
+        result = run_cli("run", "--chain", "framerecord", f"{server.base}/moov_last.mp4", "-o", str(out), timeout=90)
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(frames_of(out)) == 100
