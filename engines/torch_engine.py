@@ -5,6 +5,11 @@ Input and output names come from the module's ``input_names`` / ``output_names``
 attributes when it has them, otherwise from ``forward``'s signature and ``("output",)``.
 fp32 runs the module as is; bf16 and fp16 run it under autocast, so uint8 inputs, the
 in-model normalization and numerically sensitive ops stay in fp32 (fp16 needs CUDA).
+
+``freeze=True`` traces the module under that autocast on the first call and freezes it
+(TorchScript): the casts of the weights to bf16 are folded into constants once (eager
+autocast re-casts every weight on every call, one oneDNN reorder per convolution) and
+BatchNorm folds into the convolutions. The CPU dispatch uses it for bf16.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ class TorchEngine(Engine):
     backend = "torch"
 
     def __init__(self, module: nn.Module, *, max_batch: int = 32, device: str = "cpu",
-                 precision: str = "fp32", channels_last: bool = True) -> None:
+                 precision: str = "fp32", channels_last: bool = True, freeze: bool = False) -> None:
         super().__init__(max_batch=max_batch, device=device, precision=precision)
         if precision not in PRECISIONS:
             raise ModelError(f"the torch engine runs fp32, bf16 or fp16, not '{precision}'")
@@ -41,6 +46,8 @@ class TorchEngine(Engine):
             self.module = self.module.to(memory_format=torch.channels_last)
         self._input_names = list(getattr(module, "input_names", None) or _forward_args(module))
         self._output_names = list(getattr(module, "output_names", None) or ("output",))
+        self._freeze = freeze
+        self._frozen: Any = None
 
     @property
     def input_names(self) -> list[str]:
@@ -59,9 +66,20 @@ class TorchEngine(Engine):
             raise ValueError(f"batch {batch} exceeds the engine's max_batch {self.max_batch}")
         tensors = {n: torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self._device, non_blocking=True)
                    for n in self._input_names}
+        if self._freeze:
+            return self._to_numpy(self._run_frozen(tensors))
         with torch.inference_mode(), self._autocast():
             out = self.module(**tensors)
         return self._to_numpy(out)
+
+    def _run_frozen(self, tensors: dict[str, torch.Tensor]) -> Any:
+        args = tuple(tensors[n] for n in self._input_names)
+        if self._frozen is None:
+            with torch.no_grad(), self._autocast():
+                traced = torch.jit.trace(self.module, args, check_trace=False)
+                self._frozen = torch.jit.freeze(traced.eval())
+        with torch.no_grad():
+            return self._frozen(*args)
 
     def _autocast(self) -> Any:
         if self.precision == "fp32":

@@ -9,6 +9,18 @@ The model is a checkpoint from ``vpd-stream distill`` (``.safetensors`` + JSON s
 an ONNX file from ``vpd-stream export``. ``random_init = true`` runs a seeded, untrained
 student instead: for testing the pipeline only, its embeddings mean nothing.
 
+Precision: ``precision = "auto"`` (the default) on the CPU lets ``engines.dispatch`` pick the
+fastest path that holds the accuracy gate for this CPU and model — onnxruntime int8 where the
+CPU has VNNI, torch bf16 where bf16 is native, fp32 otherwise — measured once and cached
+(``$VPD_CACHE_DIR/dispatch``). It chooses between onnxruntime and torch (torch only when
+the run's engine is torch); naming ``[plugins.student] engine`` turns it off (that engine's
+fp32, or the ``precision`` given). The low-precision paths need real crops for calibration
+and the gate (``calibration_videos``, else ``$VPD_DATA_DIR/videos``); without them only fp32
+is considered. On TensorRT auto is fp16, on a CUDA torch engine fp32; a ``random_init``
+student (meaningless weights, no gate to hold) and an ONNX file run fp32 / the file's
+precision on the run's engine. The path that runs is in the run summary and in the
+``vpd_engine_path{model,backend,precision,isa}`` gauge.
+
 Concat-VPD: ``concat = "vi-vpd.safetensors"`` names a second student (typically VI-VPD,
 distilled with ``--teacher vipe``, next to a 2D-VPD ``model``). Both run on the same crops
 through the same engine kind, and the embedding is the two stacked, ``[model, concat]``
@@ -31,7 +43,7 @@ from vpd_stream.models.student_loading import StudentModel, check_concat, concat
 from vpd_stream.plugin import Plugin, PluginContext
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 class StudentPlugin(Plugin):
@@ -45,7 +57,7 @@ class StudentPlugin(Plugin):
     class Options:
         model: str | None = None  # .safetensors (+ .json sidecar) from `vpd-stream distill`, or an exported .onnx
         engine: str | None = None  # torch | onnxruntime | tensorrt; default: the run's --engine
-        precision: str | None = None  # fp32 | bf16 | fp16 | int8; default fp16 on TensorRT, else fp32
+        precision: str = "auto"  # auto | fp32 | bf16 | fp16 | int8; auto: CPU dispatch, fp16 on TensorRT
         max_batch: int = 32  # the most crops per engine call (a track's flipped view counts too)
         dim: int | None = None  # expected embedding size; a checkpoint with another d is refused
         teacher: str | None = None  # expected teacher kind (pose2d | vipe) of `model`; None accepts any
@@ -54,6 +66,7 @@ class StudentPlugin(Plugin):
         seed: int = 0  # seed of the random_init student
         random_dim: int = 26  # d of the random_init student
         threads: int = 0  # onnxruntime intra-op threads (0 = one per core)
+        calibration_videos: str | None = None  # precision auto: real athlete videos for int8/bf16; default $VPD_DATA_DIR/videos
         cache_dir: str | None = None  # exported ONNX / TensorRT engines; default $VPD_CACHE_DIR or ~/.cache/vpd-stream
 
     def __init__(self, options: Any | None = None) -> None:
@@ -61,7 +74,9 @@ class StudentPlugin(Plugin):
         o = self.options
         if o.engine is not None and o.engine not in BACKENDS:
             raise ConfigError(f"[plugins.student] engine must be one of {', '.join(BACKENDS)}, not '{o.engine}'")
-        if o.precision is not None and o.precision not in PRECISIONS:
+        if o.precision is None:  # the former default
+            o.precision = "auto"
+        if o.precision not in PRECISIONS:
             raise ConfigError(f"[plugins.student] precision must be one of {', '.join(PRECISIONS)}, not '{o.precision}'")
         if o.max_batch < 2:
             raise ConfigError("[plugins.student] max_batch must be at least 2 (a crop and its mirror)")
@@ -74,6 +89,8 @@ class StudentPlugin(Plugin):
         self.student: StudentModel | None = None  # the first (or only) student
         self.students: list[StudentModel] = []
         self.dim = 0
+        self.dispatches: list[Any] = []  # engines.dispatch.Dispatch per student, when precision is auto on the CPU
+        self.path_note = ""  # which path runs, for the run summary
 
     def setup(self, context: PluginContext) -> None:
         super().setup(context)
@@ -81,7 +98,10 @@ class StudentPlugin(Plugin):
         backend = o.engine or context.engine
         if backend not in BACKENDS:
             raise ConfigError(f"unknown engine '{backend}'; choose one of {', '.join(BACKENDS)}")
-        precision = o.precision or ("fp16" if backend == "tensorrt" else "fp32")
+        device = context.device if backend != "tensorrt" else "cuda"
+        # auto dispatches on the CPU unless the engine was named for this plugin (then: its fp32).
+        auto = o.precision == "auto" and o.engine is None and not device.startswith("cuda")
+        precision = o.precision if o.precision != "auto" else ("fp16" if backend == "tensorrt" else "fp32")
         first = resolve_student(o.model, random_init=o.random_init, seed=o.seed, random_dim=o.random_dim,
                                 dim=o.dim if o.concat is None else None, teacher=o.teacher,
                                 model_dir=context.model_dir)
@@ -95,16 +115,52 @@ class StudentPlugin(Plugin):
                                  f"={total}, but d={o.dim} is expected")
         if first.sidecar.get("teacher") == "random":
             log.warning("student: running an untrained random_init student; embeddings are for pipeline testing only")
-        device = context.device if backend != "tensorrt" else "cuda"
         self.student, self.students, self.dim = first, students, sum(s.dim for s in students)
         try:
             for student in students:
-                self.engines.append(student_engine(student, backend, precision=precision, max_batch=o.max_batch,
-                                                   device=device, threads=o.threads, cache_root=o.cache_dir))
+                if auto and student.module is not None and student.sidecar.get("teacher") != "random":
+                    self.engines.append(self._dispatched(student, backend))
+                else:
+                    self.engines.append(student_engine(student, backend, precision=precision, max_batch=o.max_batch,
+                                                       device=device, threads=o.threads, cache_root=o.cache_dir))
         except BaseException:
             self.close()
             raise
         self.engine = self.engines[0]
+        self._report_path()
+
+    def _dispatched(self, student: StudentModel, backend: str) -> Any:
+        from engines.dispatch import calibration_videos, dispatch, engine_for
+
+        o = self.options
+        backends = ("torch",) if backend == "torch" else ("onnxruntime", "torch")
+        choice = dispatch(student, threads=o.threads, batch=o.max_batch, backends=backends,
+                          videos=calibration_videos(o.calibration_videos), cache_root=o.cache_dir)
+        self.dispatches.append(choice)
+        return engine_for(student, choice, max_batch=o.max_batch, threads=o.threads, cache_root=o.cache_dir)
+
+    def _report_path(self) -> None:
+        """Say which path runs: the summary line and the vpd_engine_path gauge."""
+        from engines.dispatch import read_cpuinfo
+
+        isa = self.dispatches[0].isa if self.dispatches else read_cpuinfo().isa
+        if self.dispatches:
+            self.path_note = "student: " + "; ".join(d.summary() for d in self.dispatches)
+        else:
+            e = self.engine
+            why = ("random_init: no gate to hold" if self.student is not None and
+                   self.student.sidecar.get("teacher") == "random" else "set by the options")
+            self.path_note = f"student: {e.backend} {e.precision} on {isa} ({why})"
+        log.info("%s", self.path_note)
+        metrics = self.context.metrics
+        gauge = getattr(metrics, "engine_path", None)
+        if gauge is not None:
+            for engine in self.engines[:1]:
+                gauge.labels(model=self.name, backend=engine.backend, precision=engine.precision, isa=isa).set(1)
+
+    def summary_lines(self) -> list[str]:
+        """Lines for the run summary."""
+        return [self.path_note] if self.path_note else []
 
     def process(self, batch: list[Frame]) -> None:
         assert self.engine is not None and self.student is not None, "setup() was not called"

@@ -208,7 +208,8 @@ def test_embed_equals_the_live_pipeline_on_real_video(corpus, second_student, re
                 self.by_key[(frame.index, tid)] = e
 
     config = config_from_dict({"pipeline": {"chain": ["tracker", "crop", "flow", "student"]},
-                               "plugins": {"student": {**options, "cache_dir": str(root / "cache")}}})
+                               "plugins": {"student": {**options, "precision": "fp32",  # embed's precision
+                                                       "cache_dir": str(root / "cache")}}})
     sink = Collect()
     Pipeline([VideoSource(video, "lunge_cam01", target_fps=25.0, max_frames=frames)], build_plugins(config), [sink],
              context=PluginContext(engine="onnxruntime", target_fps=25.0)).run()

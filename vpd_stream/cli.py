@@ -86,7 +86,8 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML configuration file.")
 @click.option("--chain", help="Comma-separated plugins, in order (default: from config, else "
-              "tracker,pose,crop,flow,detector,recognizer).")
+              "tracker,pose,crop,flow,detector,recognizer), or a preset: vpd = "
+              "tracker,crop,flow,student,detector,recognizer on embeddings.")
 @click.option("-o", "--out", help="JSONL output file, or - for stdout. Without it, detections are printed.")
 @click.option("--annotate", help="Write an annotated video of the first stream to this path (.mp4).")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
@@ -219,6 +220,8 @@ def _print_summary(summary) -> None:
         status = "failed" if s.error else "ok"
         err(f"  {s.stream_id}: {s.processed}/{s.decoded} frames processed at {rate:.1f} fps, "
             f"{s.events} detections{extra} [{status}]")
+    for note in getattr(summary, "notes", []):  # e.g. the CPU path the student runs
+        err(f"  {note}")
 
 
 # -- plugins -------------------------------------------------------------------------

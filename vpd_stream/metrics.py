@@ -35,6 +35,7 @@ class Metrics:
         self.detections = Counter("vpd_detections", "Action detections emitted", ["stream", "label"], registry=r)
         self.engine_batch = Histogram("vpd_engine_batch_size", "Inputs per inference call", ["engine", "model"], buckets=BATCH_BUCKETS, registry=r)
         self.engine_duration = Histogram("vpd_engine_inference_seconds", "Time of one inference call", ["engine", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.engine_path = Gauge("vpd_engine_path", "1 for the inference path a model runs: backend, precision and the CPU's vector ISA (CPU dispatch)", ["model", "backend", "precision", "isa"], registry=r)
         self.streams_active = Gauge("vpd_streams_active", "Sources currently open", registry=r)
         self._labels: dict[str, set[tuple]] = {}
         self._lock = threading.Lock()

@@ -50,6 +50,7 @@ class RunSummary:
     seconds: float
     interrupted: bool = False
     error: str | None = None  # a pipeline-wide failure (a plugin raised)
+    notes: list[str] = field(default_factory=list)  # plugins' summary_lines(): e.g. which CPU path ran
 
     @property
     def ok(self) -> bool:
@@ -130,8 +131,9 @@ class Pipeline:
             for sink in self.sinks:
                 sink.close()
             m.streams_active.set(0)
+        notes = [line for plugin in self.plugins for line in getattr(plugin, "summary_lines", list)()]
         return RunSummary(list(self.summaries.values()), time.monotonic() - started,
-                          interrupted=False, error=self._error)
+                          interrupted=False, error=self._error, notes=notes)
 
     # -- threads ------------------------------------------------------------------------
 

@@ -53,6 +53,12 @@ def build_plugins(config: Config) -> list[Plugin]:
     A ``[plugins.NAME]`` table for a plugin that is not registered is an error too (a typo
     in a table name must not pass silently).
     """
+    from .plugin import available_plugins
+    from .presets import expand_chain
+
+    # A one-name chain that is a preset (`--chain vpd`) stands for its chain and options.
+    config.pipeline.chain, config.plugins = expand_chain(config.pipeline.chain, config.plugins,
+                                                         set(available_plugins()))
     locate = _Locator(config.path or "<config>", config.text)
     known: dict[str, type[Plugin]] = {}
     for name in [*config.pipeline.chain, *config.plugins]:

@@ -14,6 +14,12 @@ make the ranking meaningful): ‖Δ‖/‖ref‖, and the nearest-neighbour chec
 kept up to near-ties, worst pick). It also states the network's multiply-adds per embedding
 and this CPU's measured fp32 / int8 GEMM rate, the ceiling any backend works under.
 On a CUDA machine it also measures PyTorch fp16 and TensorRT at batch 64 and 256.
+
+It prints the CPU model and the flags that decide the CPU dispatch (``engines.dispatch``),
+measures bf16 also as the frozen TorchScript graph the dispatch runs ("bf16 frozen"), at
+every batch where bf16 is native (AVX512-BF16 / AMX), and ends with the path the dispatch
+rule picks from these measurements for each model: the fastest at the largest batch among
+the candidates for this CPU that pass the accuracy gate.
 """
 from __future__ import annotations
 
@@ -138,11 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     from engines.export import export_student
     from engines.onnxruntime_engine import OnnxRuntimeEngine
     from engines.quantize import CropSet, load_real_crops, quantize_int8
+    from engines.dispatch import read_cpuinfo
     from engines.torch_engine import TorchEngine
     from vpd_stream.models.checkpoint import load_student
     from vpd_stream.models.resnet import StudentConfig, build_student
 
     torch.set_num_threads(args.threads)
+    cpu = read_cpuinfo()
     batches = [int(b) for b in args.batches.split(",")]
     maxb = max(batches)
     videos = _data_dir()
@@ -165,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
 
     configs: list[Config] = []
     accuracy_rows: list[str] = []
+    verdicts: dict[str, dict] = {}
     macs_lines: list[str] = []
     speed_done: set[str] = set()
     for k, (name, model) in enumerate(models.items()):
@@ -174,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         ort = lambda path, p: lambda: OnnxRuntimeEngine(path, max_batch=maxb, threads=args.threads, precision=p)  # noqa: E731
         engines = {("torch", "fp32"): TorchEngine(model, max_batch=maxb),
                    ("torch", "bf16"): TorchEngine(model, max_batch=maxb, precision="bf16"),
+                   ("torch", "bf16 frozen"): TorchEngine(model, max_batch=maxb, precision="bf16", freeze=True),
                    ("onnxruntime", "fp32"): ort(fp32_onnx, "fp32")(),
                    ("onnxruntime", "int8"): ort(int8_onnx, "int8")()}
         if arch not in speed_done:  # one set of speed rows per architecture
@@ -182,15 +192,20 @@ def main(argv: list[str] | None = None) -> None:
             macs_lines.append(f"{arch}: {macs / 1e9:.2f} GMAC per embedding")
             fp16_onnx = export_student(model, tmp / f"{arch}-fp16.onnx", precision="fp16")
             configs += [Config(arch, "torch", "fp32", b, lambda e=engines[("torch", "fp32")]: e) for b in batches]
+            # bf16 is emulated without AVX512-BF16/AMX: too slow for 32 there.
+            bf16_batches = [b for b in batches if cpu.native_bf16 or b <= 8]
+            if arch == "resnet34" or cpu.native_bf16:
+                for prec in ("bf16", "bf16 frozen"):
+                    configs += [Config(arch, "torch", prec, b, lambda e=engines[("torch", prec)]: e)
+                                for b in bf16_batches]
             if arch == "resnet34":
-                configs += [Config(arch, "torch", "bf16", b, lambda e=engines[("torch", "bf16")]: e)
-                            for b in batches if b <= 8]  # emulated without AVX512-BF16/AMX: too slow for 32
                 configs += [Config(arch, "onnxruntime", "fp16", 8, ort(fp16_onnx, "fp16"))]
             configs += [Config(arch, "onnxruntime", "fp32", b, lambda e=engines[("onnxruntime", "fp32")]: e)
                         for b in batches]
             configs += [Config(arch, "onnxruntime", "int8", b, lambda e=engines[("onnxruntime", "int8")]: e)
                         for b in batches]
-        accuracy_rows += _accuracy(name, engines, held_out)
+        rows, verdicts[name] = _accuracy(name, engines, held_out)
+        accuracy_rows += rows
 
     for c in configs:
         c.engine = c.make()
@@ -206,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"Student embeddings/s, 5×128×128 → {args.dim}, {args.threads} threads, "
              f"{platform.processor() or platform.machine()}, {source}; best of {args.rounds} rounds × "
              f"{args.seconds:g} s; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after.", "",
+             f"CPU: {cpu.model}; ISA {cpu.isa}; dispatch flags: {' '.join(cpu.relevant_flags()) or 'none'}; "
+             f"os.cpu_count() {os.cpu_count()}.", "",
              "| model | backend | precision | batch | embeddings/s | × torch fp32 b1 (same model) | GMAC/s |",
              "|---|---|---|---:|---:|---:|---:|"]
     macs_of = {m.config.architecture: student_macs(m) for m in models.values()}
@@ -218,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
               "Accuracy against PyTorch fp32 on the held-out crops (probes and gallery from different videos):", "",
               "| model | engine | ‖Δ‖/‖ref‖ | exact NN top-1 kept | NN kept up to ties | worst pick | check |",
               "|---|---|---:|---:|---:|---:|---|", *accuracy_rows]
+    lines += ["", *_dispatch_lines(cpu, configs, models, verdicts, maxb, base)]
     if gpu_rows:
         lines += ["", "| GPU backend | precision | batch | embeddings/s | × torch fp16 same batch |",
                   "|---|---|---:|---:|---:|", *gpu_rows]
@@ -227,7 +245,29 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
 
 
-def _accuracy(name: str, engines: dict, held_out) -> list[str]:
+def _dispatch_lines(cpu, configs, models, verdicts, batch, base) -> list[str]:
+    """The path engines.dispatch's rule takes on this CPU, from this run's measurements."""
+    from engines.dispatch import PathResult, candidate_paths, choose
+
+    lines = []
+    for name, model in models.items():
+        arch = model.config.architecture
+        rate = {(c.backend, c.precision): c.best for c in configs if c.model == arch and c.batch == batch}
+        rate[("torch", "bf16")] = rate.get(("torch", "bf16 frozen"), 0.0)  # what the dispatch runs as bf16
+        results = [PathResult(p.backend, p.precision, rate=rate.get((p.backend, p.precision), 0.0),
+                              ok=verdicts[name].get((p.backend, p.precision), True))
+                   for p in candidate_paths(cpu)]
+        try:
+            best = choose(results)
+            lines.append(f"CPU dispatch on {cpu.isa}, {name}: {best.backend} {best.precision}, {best.rate:.1f}/s at "
+                         f"batch {batch} = {best.rate / base[arch]:.2f}x torch fp32 batch 1 "
+                         f"(candidates: {', '.join(f'{r.backend} {r.precision} {r.rate:.1f}/s' + ('' if r.ok else ' fails the gate') for r in results)}).")
+        except Exception as exc:  # noqa: BLE001 - report, keep the tables
+            lines.append(f"CPU dispatch on {cpu.isa}, {name}: none ({exc})")
+    return lines
+
+
+def _accuracy(name: str, engines: dict, held_out) -> tuple[list[str], dict]:
     from engines import run_chunked
     from engines.quantize import check_int8, split_by_video
 
@@ -241,15 +281,17 @@ def _accuracy(name: str, engines: dict, held_out) -> list[str]:
     ref_p = run_chunked(reference, probe.inputs())["embedding"]
     ref_g = run_chunked(reference, gallery.inputs())["embedding"]
     rows = []
+    verdicts = {}
     for (backend, precision), engine in engines.items():
         if (backend, precision) == ("torch", "fp32"):
             continue
-        limit = {"fp32": 1e-4, "bf16": 1e-2, "int8": 5e-2}[precision]
+        limit = {"fp32": 1e-4, "bf16": 1e-2, "bf16 frozen": 5e-2, "int8": 5e-2}[precision]
         chk = check_int8(ref_p, ref_g, run_chunked(engine, probe.inputs())["embedding"],
                          run_chunked(engine, gallery.inputs())["embedding"], max_rel_error=limit)
         rows.append(f"| {name} | {backend} {precision} | {chk.rel_error:.1e} | {chk.top1_agreement:.0%} | "
                     f"{chk.ranking_kept:.0%} | {chk.worst_ratio:.3f} | {'holds' if chk.ok else 'fails'} |")
-    return rows
+        verdicts[(backend, "bf16" if precision == "bf16 frozen" else precision)] = chk.ok
+    return rows, verdicts
 
 
 def _gpu(model, tmp: Path, crops, seconds: float) -> list[str]:
