@@ -11,6 +11,9 @@ Feature specs (what a head records as its ``features``):
   stream's own pose plugin wrote (what the live detector and recognizer consume). From a
   pose folder: ``offline_train.features`` ``pose2d`` over the clip's keypoints (the same
   feature function; a score-0 joint is what that function makes of it).
+* ``pose_box`` — the box-normalized joints (``vpd_stream.skeleton.box_features`` of the
+  teacher's keypoints, as the live ``pose_box`` feature key; from a pose folder the
+  ``pose2d_box`` feature set).
 * ``embedding:FEATURES`` — the student embeddings ``vpd-stream embed`` wrote for the same
   store (``FEATURES/NAME.npz``, rows aligned with the store's rows); flipped views included.
 
@@ -64,7 +67,7 @@ class Dataset:
     clips: dict[str, ClipData]
     labels: LabelSet
     features: str  # "pose" or "embedding:FEATURES"
-    kind: str  # "pose" or "embedding"
+    kind: str  # "pose", "pose_box" (the plugins' feature keys) or "embedding"
     dim: int
     fps: float
     source: str  # "store:PATH" or "poses:PATH"
@@ -73,7 +76,7 @@ class Dataset:
     @property
     def flip(self) -> Callable[[np.ndarray], np.ndarray] | None:
         """Feature-space flip (pose joints); None for embeddings (they carry ``flipped``)."""
-        if self.kind == "pose":
+        if self.kind in ("pose", "pose_box"):
             from vpd_stream.skeleton import flip_features
 
             return flip_features
@@ -84,13 +87,15 @@ class Dataset:
 
 
 def parse_features(spec: str) -> tuple[str, str | None]:
-    """``pose`` -> ("pose", None); ``embedding:DIR`` -> ("embedding", DIR)."""
+    """``pose`` -> ("pose", None); ``pose_box``; ``embedding:DIR`` -> ("embedding", DIR)."""
     spec = spec.strip()
     if spec in ("pose", "pose2d"):
         return "pose", None
+    if spec in ("pose_box", "pose2d_box"):
+        return "pose_box", None
     if spec.startswith("embedding:") and len(spec) > len("embedding:"):
         return "embedding", spec[len("embedding:"):]
-    raise ConfigError(f"--features '{spec}': use 'pose' or 'embedding:FEATURES' (the folder `vpd-stream embed` wrote)")
+    raise ConfigError(f"--features '{spec}': use 'pose', 'pose_box' or 'embedding:FEATURES' (the folder `vpd-stream embed` wrote)")
 
 
 def _choose_rows(frames: np.ndarray, track_id: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
@@ -152,7 +157,7 @@ def _store_dataset(labels: LabelSet, store_path: str, kind: str, feat_dir: str |
         with store.open(name) as v:
             ft = v.frames_table()
             attrs = v.attrs()
-            tables[name] = (ft, {k: v.arrays[k] for k in ("frame", "track_id", "pose_score", "pose")})
+            tables[name] = (ft, {k: v.arrays[k] for k in ("frame", "track_id", "pose_score", "pose", "keypoints")})
             src_fps = float(attrs.get("source_fps") or v.fps)
             fps_of[name] = src_fps
             step = max(1, int(round(src_fps / v.fps))) if v.fps else 1
@@ -161,7 +166,7 @@ def _store_dataset(labels: LabelSet, store_path: str, kind: str, feat_dir: str |
     resolved = resolve_spans(labels, n_src, fps_of)
     by_video = resolved.by_video()
     clips: dict[str, ClipData] = {}
-    dim = 26 if kind == "pose" else int(info.get("dim", 0))
+    dim = 26 if kind != "embedding" else int(info.get("dim", 0))
     rate = None
     for name, spans in by_video.items():
         ft, arr, vfps = tables[name]
@@ -170,6 +175,11 @@ def _store_dataset(labels: LabelSet, store_path: str, kind: str, feat_dir: str |
         flipped = None
         if kind == "pose":
             feats, present = _held(arr["pose"], chosen, 26)
+        elif kind == "pose_box":  # as the live feature_vector("pose_box"): box_features of the teacher's joints
+            from vpd_stream.skeleton import box_features
+
+            feats, present = _held(box_features(arr["keypoints"]) if len(arr["keypoints"]) else
+                                   np.zeros((0, 26), np.float32), chosen, 26)
         else:
             f = emb_dir / f"{name}.npz"
             if not f.is_file():
@@ -186,13 +196,13 @@ def _store_dataset(labels: LabelSet, store_path: str, kind: str, feat_dir: str |
         clips[name] = ClipData(name, feats, flipped, vfps, ft["source_index"], present,
                                _map_spans(spans, ft["source_index"], name))
         rate = vfps if rate is None else rate
-    spec = "pose" if kind == "pose" else f"embedding:{feat_dir}"
+    spec = kind if kind != "embedding" else f"embedding:{feat_dir}"
     return Dataset(clips, resolved, spec, kind, dim, float(rate or 0.0), f"store:{store_path}", info)
 
 
 def _pose_dataset(labels: LabelSet, poses: str, kind: str) -> Dataset:
-    if kind != "pose":
-        raise ConfigError("--poses gives keypoints only: use --features pose (embeddings need --store)")
+    if kind == "embedding":
+        raise ConfigError("--poses gives keypoints only: use --features pose or pose_box (embeddings need --store)")
     from .features import get_feature_set
     from .keypoints import load_pose_dir
 
@@ -202,7 +212,7 @@ def _pose_dataset(labels: LabelSet, poses: str, kind: str) -> Dataset:
         first = next(s for s in labels.spans if s.video == missing[0])
         raise InputError(f"{labels.path}:{first.line}: unknown video '{missing[0]}' (no {missing[0]}.npz in {poses})")
     resolved = resolve_spans(labels, {n: len(c) for n, c in clips_kp.items()}, {n: c.fps for n, c in clips_kp.items()})
-    fs = get_feature_set("pose2d")
+    fs = get_feature_set("pose2d" if kind == "pose" else "pose2d_box")
     clips = {}
     rates = set()
     for name, spans in resolved.by_video().items():
@@ -211,7 +221,7 @@ def _pose_dataset(labels: LabelSet, poses: str, kind: str) -> Dataset:
         clips[name] = ClipData(name, fs.extract(c), None, c.fps, idx, c.keypoints[..., 2].sum(1) > 0,
                                [(s.start, s.end, s.label) for s in spans])
         rates.add(c.fps)
-    return Dataset(clips, resolved, "pose", "pose", 26, float(max(rates)), f"poses:{poses}")
+    return Dataset(clips, resolved, kind, kind, 26, float(max(rates)), f"poses:{poses}")
 
 
 def load_dataset(labels: str | Path | LabelSet, *, store: str | None = None, poses: str | None = None,

@@ -134,10 +134,15 @@ def load_or_make_splits(path: Path, ds: Dataset, opts: FewShotOptions, log: Call
         data = json.loads(path.read_text(encoding="utf-8"))
         have = set(data["meta"]["ks"])
         missing = [str(k) for k in opts.ks if str(k) not in have]
-        if data["meta"].get("task") != opts.task or missing:
-            raise InputError(f"{path} holds splits for task {data['meta'].get('task')} and k = "
-                             f"{','.join(data['meta']['ks'])}; pass another --splits-file for this run")
-        log(f"using the saved splits {path}")
+        if data["meta"].get("task") != opts.task or missing or data["meta"]["splits"] < opts.splits:
+            raise InputError(f"{path} holds {data['meta']['splits']} splits for task {data['meta'].get('task')} and "
+                             f"k = {','.join(data['meta']['ks'])}; pass another --splits-file for this run")
+        # The first --splits draws of each k (and only the k asked for): a cheaper run sees a prefix.
+        keep = [str(k) for k in opts.ks]
+        for fold in data["folds"]:
+            fold["train"] = {k: fold["train"][k][:opts.splits] for k in keep}
+        data["meta"] = {**data["meta"], "ks": keep, "splits": opts.splits}
+        log(f"using the saved splits {path} (the first {opts.splits} per k)")
         return data
     data = make_splits(ds, opts)
     try:

@@ -78,7 +78,7 @@ def load_penn_action(root: Path, target_fps: float | None = 25.0, limit: int | N
     return [load_clip(f, target_fps) for f in files]
 
 
-def export_poses(root: Path, out: Path, target_fps: float | None = 25.0) -> tuple[int, Path]:
+def export_poses(root: Path, out: Path, target_fps: float | None = 25.0, limit: int | None = None) -> tuple[int, Path]:
     """Penn Action as a keypoint dataset (offline_train.keypoints) plus ``labels.csv``.
 
     The adapter of the generic path: each clip becomes ``OUT/ID.npz`` (x, y in pixels, the
@@ -91,7 +91,7 @@ def export_poses(root: Path, out: Path, target_fps: float | None = 25.0) -> tupl
     from .labels import Span, write_labels
 
     out = Path(out)
-    clips = load_penn_action(root, target_fps)
+    clips = load_penn_action(root, target_fps, limit)
     spans = []
     for c in clips:
         kp = c.keypoints.copy()

@@ -57,19 +57,20 @@ def _actions(text: str | None) -> set[str] | None:
 
 @click.command("recognizer")
 @_source_options
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="head path without suffix (default without --labels: plugins/weights/penn_recognizer)")
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="Penn Action folder (without --labels)")
 @click.option("--epochs", type=int, default=20, show_default=True)
 @click.option("--arch", type=click.Choice(ARCHS), default="bigru")
 @click.option("--threads", type=int, default=1, show_default=True)
-def train_recognizer(labels, store, poses, features, out, data, epochs, arch, threads) -> None:
+@click.pass_context
+def train_recognizer(ctx, labels, store, poses, features, out, data, epochs, arch, threads) -> None:
     """A recognizer of the labels' classes (or, without --labels, the 15-class Penn Action one)."""
     _threads(threads)
     if labels is None:
-        from .recognition import train_default_recognizer
+        from .commands import heads
 
-        train_default_recognizer(data or _default_data(), out, epochs, arch, _command("train recognizer"))
+        ctx.invoke(heads.train_recognizer, data=data, out=out, epochs=epochs, arch=arch, threads=threads)
         return
     if out is None:
         raise ConfigError("--out HEAD is needed with --labels")
@@ -81,22 +82,23 @@ def train_recognizer(labels, store, poses, features, out, data, epochs, arch, th
 
 @click.command("detector")
 @_source_options
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="head path without suffix (default without --labels: plugins/weights/penn_swing_detector)")
 @click.option("--action", default=None, help="labels that are the action (comma-separated; default: every label)")
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="Penn Action folder (without --labels)")
 @click.option("--steps", type=int, default=100, show_default=True)
 @click.option("--folds", type=int, default=5, show_default=True, help="ensemble size (k-fold cross-validation)")
 @click.option("--threads", type=int, default=1, show_default=True)
-def train_detector(labels, store, poses, features, out, action, data, steps, folds, threads) -> None:
+@click.pass_context
+def train_detector(ctx, labels, store, poses, features, out, action, data, steps, folds, threads) -> None:
     """A detector of the labelled spans, its event threshold chosen on its validation folds."""
     from .action_detection import DetectorTrainConfig
 
     _threads(threads)
     if labels is None:
-        from .action_detection import train_default_detector
+        from .commands import heads
 
-        train_default_detector(data or _default_data(), out, steps, folds, _command("train detector"))
+        ctx.invoke(heads.train_detector, data=data, out=out, steps=steps, folds=folds, threads=threads)
         return
     if out is None:
         raise ConfigError("--out HEAD is needed with --labels")
@@ -108,18 +110,19 @@ def train_detector(labels, store, poses, features, out, action, data, steps, fol
 
 @click.command("nns-index")
 @_source_options
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="index path (NAME.safetensors + NAME.json); the recognizer's `index` option")
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="Penn Action folder (without --labels)")
-def train_nns_index(labels, store, poses, features, out, data) -> None:
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.pass_context
+def train_nns_index(ctx, labels, store, poses, features, out, data, threads) -> None:
     """An NNS-DTW index of the labelled spans (or, without --labels, of Penn Action's train clips)."""
-    if labels is None:
-        from .recognition import build_penn_nns_index
+    _threads(threads)
+    if labels is None:  # the Penn Action index; --features names one of its feature sets (default: its own)
+        from .commands import heads
 
-        if features not in ("pose", "pose2d"):
-            raise ConfigError("without --labels the index is of Penn Action poses: --features pose")
-        path = build_penn_nns_index(data or _default_data(), out, "pose2d", _command("train nns-index"))
-        click.echo(f"wrote {path} and {path.with_suffix('.json')}")
+        kwargs = {} if features == "pose" else {"features": features}
+        ctx.invoke(heads.train_nns_index, data=data, out=out, threads=threads, **kwargs)
         return
     from .sport_heads import build_nns_head
 
@@ -146,7 +149,7 @@ def train_nns_index(labels, store, poses, features, out, data) -> None:
 @click.option("--ensemble", type=int, default=5, show_default=True, help="detection: models per ensemble (k-fold)")
 @click.option("--epochs", type=int, default=20, show_default=True, help="recognition: BiGRU epochs")
 @click.option("--no-bigru", is_flag=True, help="recognition: NNS-DTW only")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="the Markdown tables (and OUT.png, the plot)")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="the Markdown tables (and OUT.png, the plot)")
 @click.option("--threads", type=int, default=1, show_default=True)
 def eval_few_shot(labels, store, poses, features, task, ks, splits, folds, splits_file, action, steps, ensemble,
                   epochs, no_bigru, out, threads) -> None:

@@ -17,7 +17,9 @@ import click
 
 from .common import hidden_alias
 from .corpus import distill, embed, prepare
-from .heads import eval_penn, train_detector, train_nns_index, train_recognizer
+from .heads import eval_penn
+# The generic train commands (--labels ...; issue 14); without --labels they train the Penn defaults as before.
+from ..sport_commands import eval_few_shot, train_detector, train_nns_index, train_recognizer
 from .jmrn import eval_jmrn, train_jmrn
 from .vipe import eval_vipe, train_vipe, train_vipe_legacy
 
@@ -36,7 +38,7 @@ def eval_group() -> None:
 
 for _command in (train_recognizer, train_detector, train_nns_index, train_jmrn, train_vipe):
     train_group.add_command(_command)
-for _command in (eval_penn, eval_jmrn, eval_vipe, hidden_alias(eval_jmrn, "penn-action-jmrn")):
+for _command in (eval_penn, eval_few_shot, eval_jmrn, eval_vipe, hidden_alias(eval_jmrn, "penn-action-jmrn")):
     eval_group.add_command(_command)
 
 eval_vipe_alias = hidden_alias(eval_vipe, "eval-vipe")  # `vpd-stream eval-vipe`, the old spelling
