@@ -87,3 +87,27 @@ def test_kinds_and_names():
     assert source_kind("rtsp://cam/1") == "live" and source_kind("tcp://127.0.0.1:5000") == "live"
     assert source_kind("rtsp://cam/1", live="no") == "file"
     assert stream_names(["a/x.mp4", "b/x.mp4", "-", "rtsp://cam:554/1"]) == ["x", "x-2", "stdin", "rtsp-cam-554"]
+
+
+def test_passwords_are_not_shown():
+    from vpd_stream.sources import redact_url
+
+    assert redact_url("rtsp://cam:s3cret@10.0.0.2:554/live") == "rtsp://cam:***@10.0.0.2:554/live"
+    assert redact_url("rtsp://cam@10.0.0.2/live") == "rtsp://cam@10.0.0.2/live"
+    assert redact_url("clips/a:b@c.mp4") == "clips/a:b@c.mp4"
+    assert stream_names(["rtsp://cam:s3cret@10.0.0.2:554/live"]) == ["rtsp-10.0.0.2-554"]
+
+
+def test_stop_while_waiting_to_reconnect_ends_without_an_error():
+    """A feed that is down; stop is set during the backoff: the generator ends, no InputError."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket closes
+    config = SourceConfig(reconnect_attempts=10, backoff_initial=30, backoff_max=30, open_timeout=2)
+    source = VideoSource(f"tcp://127.0.0.1:{port}", "s", config, 25.0)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    assert list(source.frames(stop)) == []  # before: InputError "feed unreachable after 1 attempts"
+    assert source.status.reconnect_attempts == 1 and source.status.reconnects == 0
