@@ -65,7 +65,7 @@ class TrackerPlugin(Plugin):
         tile_overlap: float = 0.25  # neighbouring tiles overlap by this fraction
         scan_seconds: float = 1.0  # one sweep over the tiles and the whole frame takes this long
         window_scale: float = 2.5  # search window around a live track, × its longer side
-        window_tracks: int = 0  # tracks searched around on every pass; 0 = max_athletes + 1
+        window_tracks: int = 0  # tracks searched around on every pass; 0 = max_athletes (at least 1)
         settled_scan_factor: int = 3  # while every athlete is well followed, the sweep runs this many times slower
         iou_threshold: float = 0.3  # least IoU for a detection to continue a track
         confirm_detections: int = 2  # 1: report a track from its first detection; 2: from its second
@@ -174,7 +174,7 @@ class TrackerPlugin(Plugin):
             state.cursor = 0
             state.cold = True
             return list(state.sweep)
-        k = o.window_tracks or (self.params.max_athletes + 1)
+        k = o.window_tracks or max(1, self.params.max_athletes)
         athletes = set(state.selector.athletes)
         confirmed = sorted((obj for obj in objects if not obj.is_initializing),
                            key=lambda obj: (int(obj.id) not in athletes, -state.selector.score_of(int(obj.id))))
@@ -210,6 +210,7 @@ class TrackerPlugin(Plugin):
                 if not isinstance(self._detector, SlicedDetector):
                     self._detector = SlicedDetector(self._detector)
                 found = self._detector.detect_regions(frame.rgb, regions)
+                found = _drop_cut_views_of_tracked(found, state.tracker.tracked_objects)
             detections = _detections(found)
             objects = state.tracker.update(detections, period=state.period, coord_transformations=transform)
             if state.cold:
@@ -285,3 +286,19 @@ def _detections(found: list) -> list:
 
     return [Detection(points=d.box.reshape(2, 2).astype(np.float64), data=d.score)
             for d in found if d.box[2] > d.box[0] and d.box[3] > d.box[1]]
+
+
+def _drop_cut_views_of_tracked(found: list, objects: list) -> list:
+    """A box cut by its region's border shows part of a person: it may start a track (a
+    window then sees the person whole), but must not pull a live track onto that part."""
+    if not objects or not any(d.cut for d in found):
+        return found
+    from plugins.person_detector import box_iou
+
+    live = np.stack([_box(obj.estimate) for obj in objects])
+    keep = []
+    for d in found:
+        if d.cut and box_iou(d.box, live).max() > 0.05:
+            continue
+        keep.append(d)
+    return keep

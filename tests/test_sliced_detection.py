@@ -149,8 +149,8 @@ def test_tracker_finds_and_follows_small_players_through_windows():
     state = plugin._streams["tv"]
     assert isinstance(plugin._detector, SlicedDetector)
     assert calls[0] == len(state.sweep) + 4  # nobody followed yet: the whole sweep, then a window per person
-    # Later passes: a window per leading track (max_athletes + 1) and a share of the sweep.
-    assert max(calls[4:]) <= 3 + state.per_pass and sum(c == 0 for c in calls[4:]) >= 20
+    # Later passes: a window per athlete (max_athletes) and a share of the sweep.
+    assert max(calls[4:]) <= 2 + state.per_pass and sum(c == 0 for c in calls[4:]) >= 20
     assert len(ids) == 4, ids  # two players and two officials, no identity switch
     assert all(a == athletes[-1] for a in athletes[3:]) and len(athletes[-1]) == 2
     final = frame.annotations["tracks"]
