@@ -11,7 +11,7 @@ import pytest
 
 from cli_helpers import jsonl_records, run_cli
 from vpd_stream.annotations import Key, Track
-from vpd_stream.errors import ConfigError, PluginError
+from vpd_stream.errors import ConfigError, ModelError, PluginError
 from vpd_stream.frame import Event, Frame
 from vpd_stream.plugin import Plugin
 from vpd_stream.sources import VideoSource
@@ -182,6 +182,21 @@ def test_a_plugin_that_crashes_raises_with_its_own_exception_as_the_cause():
     run = run_chain(Boom(), make_frames(8, (64, 48)), raise_errors=False)
     assert run.summary.error and "boom" in run.summary.error
     assert [f.index for f in run] == [0, 1, 2][: len(run)]  # nothing after the failing frame
+
+
+class NoModel(Plugin):
+    name = "no_model"
+
+    def setup(self, context):
+        raise ModelError("model.onnx is missing; train it with `vpd-stream train`")
+
+    def process(self, batch):
+        raise AssertionError("process ran although setup failed")
+
+
+def test_a_setup_error_is_raised_as_it_is_before_any_frame():
+    with pytest.raises(ModelError, match=r"^\[plugins\.no_model\] model\.onnx is missing"):
+        run_chain([Recorder(), NoModel()], make_frames(3, (64, 48)))
 
 
 def test_given_supplies_inputs_without_their_plugins():

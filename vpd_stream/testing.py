@@ -24,6 +24,7 @@ import logging
 import math
 import tempfile
 import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -323,8 +324,6 @@ class InMemorySource:
         """Nothing to open."""
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        import time
-
         self.status.connected = True
         try:
             for frame in self._frames:
@@ -467,8 +466,9 @@ def run_chain(plugins: Any, frames_or_arrays: Any, *, context: PluginContext | N
     works on copies.
 
     The chain is validated first (a missing requirement raises ``PluginError``), every
-    plugin's ``setup`` runs before the first frame, ``end_stream`` after each stream and
-    ``close`` at the end. A plugin that fails makes this raise ``ChainFailed`` (its
+    plugin's ``setup`` runs before the first frame (an error there is raised as it is),
+    ``end_stream`` after each stream and ``close`` at the end (instances you pass are
+    closed too). A plugin that fails makes this raise ``ChainFailed`` (its
     exception as the cause) unless ``raise_errors=False``; then read ``run.summary.error``.
     """
     from .pipeline import Pipeline
@@ -504,7 +504,11 @@ def run_chain(plugins: Any, frames_or_arrays: Any, *, context: PluginContext | N
                 context = PluginContext(target_fps=frames[0].target_fps)
             pipeline = Pipeline(sources, built, [collect, JsonlSink(str(jsonl))], context=context,
                                 queue_size=queue_size)
-        summary, crashes = _run_catching(pipeline)
+        try:
+            summary, crashes = _run_catching(pipeline)
+        finally:
+            for sink in pipeline.sinks:  # the pipeline closes them, unless a setup() raised first
+                sink.close()
         lines = jsonl.read_text(encoding="utf-8").splitlines()
     run = ChainRun(collect.frames)
     run.events, run.ends, run.plugins, run.summary = collect.events, collect.ends, built, summary
