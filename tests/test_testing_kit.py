@@ -113,6 +113,9 @@ def test_plugins_from_names_specs_classes_and_instances_with_checked_options():
         load_plugins("crop", options={"tracker": {}})
     with pytest.raises(PluginError, match="unknown plugin 'nope'"):
         load_plugins("nope")
+    from vpd_stream.presets import load_preset
+
+    assert [p.name for p in load_plugins("vpd")] == load_preset("vpd")["pipeline"]["chain"]  # as --chain vpd
     with pytest.raises(PluginError, match="requires tracks"):  # refused before any frame runs
         run_chain("crop", make_frames(2, (64, 48)))
 

@@ -344,9 +344,10 @@ class InMemorySource:
 def load_plugins(plugins: Any, options: Mapping[str, Mapping[str, Any]] | None = None) -> list[Plugin]:
     """Plugin instances from instances, classes, entry-point names or ``"package.module:Class"``.
 
-    ``plugins`` may also be one comma-separated string (``"tracker,crop"``). Classes and
-    names are built from their ``Options`` with ``options[name]`` (a ``[plugins.NAME]``
-    table as a dict), validated exactly as the TOML configuration is.
+    ``plugins`` may also be one comma-separated string (``"tracker,crop"``) or a chain
+    preset name (``"vpd"``). Classes and names are built from their ``Options`` with
+    ``options[name]`` (a ``[plugins.NAME]`` table as a dict; for a ``module:Class`` entry
+    the spec or the class's ``name``), validated exactly as the TOML configuration is.
     """
     options = dict(options or {})
     if isinstance(plugins, (str, Plugin)) or isinstance(plugins, type):
@@ -357,6 +358,11 @@ def load_plugins(plugins: Any, options: Mapping[str, Mapping[str, Any]] | None =
             specs.extend(part.strip() for part in item.split(",") if part.strip())
         else:
             specs.append(item)
+    if len(specs) == 1 and isinstance(specs[0], str):  # a chain preset (`vpd`) as `--chain vpd` has it
+        from .plugin import available_plugins
+        from .presets import expand_chain
+
+        specs, options = expand_chain(specs, options, set(available_plugins()))
     built: list[Plugin] = []
     used: set[str] = set()
     for item in specs:
