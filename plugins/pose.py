@@ -110,6 +110,7 @@ class PosePlugin(Plugin):
     provides = (Key.POSE,)
     description = "BlazePose teacher on the athlete crop: 13 COCO joints + scores, 26-d normalized pose"
     batch_size = 4
+    parallel_safe = True  # each frame on its own: the pipeline may run replicas on other cores
 
     @dataclass
     class Options:

@@ -5,10 +5,20 @@ when it is full; live feeds drop their oldest frame). Each plugin runs in one th
 takes batches of up to ``plugin.batch_size`` frames from its input queue (across streams)
 and passes them on in order. The last thread writes to the sinks. Streams end with an
 EndOfStream marker that flows through every stage, so plugins flush per stream.
+
+Every core busy: a plugin whose ``process`` depends on nothing but the frames it is given
+(no state across frames; it says so with ``parallel_safe = True``: pose, flow, student)
+runs as ``stage_workers`` replicas (default: one per core, at most 4), each its own plugin
+instance in its own thread. Their heavy work (mediapipe, OpenCV, onnxruntime, torch) runs
+outside the GIL, so replicas of the slowest stateless stage use the cores the pipelined
+stages leave idle. Batches are numbered as they leave the input queue and passed on in
+that order, so the output is the same as with one worker, frame for frame.
 """
 from __future__ import annotations
 
+import heapq
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -67,6 +77,7 @@ class Pipeline:
         context: PluginContext | None = None,
         queue_size: int = 32,
         stall_timeout: float = 5.0,
+        stage_workers: int | None = None,
     ) -> None:
         validate_chain(plugins)
         self.sources = sources
@@ -78,6 +89,9 @@ class Pipeline:
             self.context.metrics = self.metrics
         self.queue_size = queue_size
         self.stall_timeout = stall_timeout
+        # Replicas per parallel-safe stage: one per core (at most 4), 1 = every stage single.
+        self.stage_workers = max(1, stage_workers if stage_workers is not None else min(os.cpu_count() or 1, 4))
+        self._replicas: list[Plugin] = []  # extra instances of parallel-safe plugins, closed with the run
         self.stop_event = threading.Event()  # sources stop reading; the stages drain
         self._abort = threading.Event()  # something failed: stop everything now
         self.summaries = {s.stream_id: StreamSummary(s.stream_id, s.spec, s.kind) for s in sources}
@@ -107,7 +121,14 @@ class Pipeline:
         threads = [threading.Thread(target=self._source_loop, args=(s,), name=f"source:{s.stream_id}", daemon=True)
                    for s in self.sources]
         for i, plugin in enumerate(self.plugins):
-            threads.append(threading.Thread(target=self._stage_loop, args=(i, plugin), name=f"stage:{plugin.name}", daemon=True))
+            workers = self.stage_workers if getattr(plugin, "parallel_safe", False) else 1
+            if workers == 1:
+                threads.append(threading.Thread(target=self._stage_loop, args=(i, plugin), name=f"stage:{plugin.name}",
+                                                daemon=True))
+                continue
+            stage = _ParallelStage(self, i, [plugin, *self._replicate(plugin, workers - 1)])
+            threads += [threading.Thread(target=stage.worker, args=(k,), name=f"stage:{plugin.name}#{k}", daemon=True)
+                        for k in range(workers)]
         sink_thread = threading.Thread(target=self._sink_loop, name="sinks", daemon=True)
         watchdog = threading.Thread(target=self._watchdog, name="watchdog", daemon=True)
         m.streams_active.set(len(self.sources))
@@ -123,7 +144,7 @@ class Pipeline:
             self.stop_event.set()
             for t in threads:
                 t.join(timeout=5.0)
-            for plugin in self.plugins:
+            for plugin in [*self.plugins, *self._replicas]:
                 try:
                     plugin.close()
                 except Exception as exc:  # closing must not hide the run's result
@@ -134,6 +155,21 @@ class Pipeline:
         notes = [line for plugin in self.plugins for line in getattr(plugin, "summary_lines", list)()]
         return RunSummary(list(self.summaries.values()), time.monotonic() - started,
                           interrupted=False, error=self._error, notes=notes)
+
+    def _replicate(self, plugin: Plugin, count: int) -> list[Plugin]:
+        """``count`` more instances of a parallel-safe plugin, set up like the first."""
+        import copy
+
+        replicas = []
+        for _ in range(count):
+            replica = type(plugin)(copy.deepcopy(plugin.options))
+            try:
+                replica.setup(self.context)
+            except VpdError as exc:
+                raise type(exc)(with_prefix(plugin.name, str(exc))) from None
+            replicas.append(replica)
+            self._replicas.append(replica)
+        return replicas
 
     # -- threads ------------------------------------------------------------------------
 
@@ -284,3 +320,77 @@ class Pipeline:
     def _depth_setter(self, name: str):
         gauge = self.metrics.queue_depth.labels(queue=name)
         return gauge.set
+
+
+class _ParallelStage:
+    """One stage run by several plugin instances: batches numbered as taken, passed on in order."""
+
+    def __init__(self, pipeline: Pipeline, index: int, plugins: list[Plugin]) -> None:
+        self.pipeline = pipeline
+        self.inbox, self.outbox = pipeline._queues[index], pipeline._queues[index + 1]
+        self.plugins = plugins
+        m = pipeline.metrics
+        self.duration = m.stage_duration.labels(stage=plugins[0].name)
+        self.batch_size = m.stage_batch.labels(stage=plugins[0].name)
+        self.open_streams = len(pipeline.sources)
+        self._take = threading.Lock()  # taking a batch and numbering it is one step
+        self._emit = threading.Condition()
+        self._ticket = 0
+        self._next = 0  # the next ticket to pass on
+        self._done: list[tuple[int, list]] = []  # (ticket, items) finished out of order
+        self.finished = threading.Event()
+
+    def worker(self, k: int) -> None:
+        plugin, p = self.plugins[k], self.pipeline
+        name = self.plugins[0].name
+        while not self.finished.is_set() and not p._abort.is_set():
+            with self._take:
+                if self.finished.is_set():
+                    return
+                items = self.inbox.get_batch(max(1, int(plugin.batch_size)), plugin.batch_timeout)
+                if not items:
+                    continue
+                ticket = self._ticket
+                self._ticket += 1
+                if any(isinstance(it, EndOfStream) for it in items):
+                    # End of a stream: the other workers must finish what came before it.
+                    self._wait_for(ticket)
+            frames = [it for it in items if isinstance(it, Frame)]
+            try:
+                if frames:
+                    t0 = time.perf_counter()
+                    plugin.process(frames)
+                    self.duration.observe(time.perf_counter() - t0)
+                    self.batch_size.observe(len(frames))
+            except VpdError as exc:
+                p._fail(with_prefix(name, str(exc)))
+                return
+            except Exception as exc:
+                log.debug("plugin %s crashed", name, exc_info=True)
+                p._fail(with_prefix(name, f"failed: {type(exc).__name__}: {exc}"))
+                return
+            self._pass_on(ticket, items)
+
+    def _wait_for(self, ticket: int) -> None:
+        with self._emit:
+            while self._next < ticket and not self.pipeline._abort.is_set():
+                self._emit.wait(0.1)
+
+    def _pass_on(self, ticket: int, items: list) -> None:
+        with self._emit:
+            heapq.heappush(self._done, (ticket, items))
+            while self._done and self._done[0][0] == self._next:
+                _, ready = heapq.heappop(self._done)
+                for it in ready:
+                    if isinstance(it, EndOfStream):
+                        try:
+                            self.plugins[0].end_stream(it)
+                        except Exception as exc:  # noqa: BLE001 - as _stage_loop
+                            self.pipeline._fail(with_prefix(self.plugins[0].name, f"failed: {type(exc).__name__}: {exc}"))
+                    self.outbox.put(it, stop=self.pipeline._abort)
+                    if isinstance(it, EndOfStream):
+                        self.open_streams -= 1
+                self._next += 1
+                self._emit.notify_all()
+            if self.open_streams <= 0:
+                self.finished.set()
