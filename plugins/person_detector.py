@@ -251,13 +251,14 @@ def tile_grid(width: int, height: int, tile: int, overlap: float = 0.25) -> list
 
 
 def search_window(box: np.ndarray, width: int, height: int, scale: float, least: int) -> Region:
-    """A square window ``scale`` × the box's longer side around its centre, kept inside the image."""
+    """A window ``scale`` × the box's longer side (at least ``least``) around its centre, kept
+    inside the image: square, unless the image is narrower or shorter than that side."""
     side = int(round(max(least, scale * float(max(box[2] - box[0], box[3] - box[1])))))
-    side = min(side, width, height) if side > min(width, height) else side
+    sw, sh = min(side, width), min(side, height)
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    x1 = int(round(min(max(0.0, cx - side / 2), max(0, width - side))))
-    y1 = int(round(min(max(0.0, cy - side / 2), max(0, height - side))))
-    return (x1, y1, min(width, x1 + side), min(height, y1 + side))
+    x1 = int(round(min(max(0.0, cx - sw / 2), width - sw)))
+    y1 = int(round(min(max(0.0, cy - sh / 2), height - sh)))
+    return (x1, y1, x1 + sw, y1 + sh)
 
 
 def region_sees(region: Region, box: np.ndarray, min_fraction: float) -> bool:

@@ -81,7 +81,9 @@ def test_search_window_is_scaled_and_kept_inside_the_frame():
     assert search_window(np.array([900, 500, 940, 600]), 1920, 1080, 2.5, 224) == (795, 425, 1045, 675)
     x1, y1, x2, y2 = search_window(np.array([1890, 1000, 1920, 1080]), 1920, 1080, 2.5, 224)
     assert (x2, y2) == (1920, 1080) and (x2 - x1, y2 - y1) == (224, 224)  # at least the detector's input
-    assert search_window(np.array([0, 0, 1000, 1000]), 640, 480, 2.5, 224) == (160, 0, 640, 480)  # the frame's height
+    assert search_window(np.array([0, 0, 1000, 1000]), 640, 480, 2.5, 224) == (0, 0, 640, 480)  # the whole frame
+    # a close-up athlete in a portrait frame: the window is the frame, not a square cutting them
+    assert search_window(np.array([100, 200, 900, 1800]), 1080, 1920, 2.5, 224) == (0, 0, 1080, 1920)
 
 
 def test_region_sees_only_people_it_can_resolve():
