@@ -220,13 +220,26 @@ def train_default_detector(data, out, steps: int, folds: int, command: str, thre
     cfg = DetectorTrainConfig(steps=steps, folds=folds)
     models, infos = train_ensemble(train_seqs, fs.flip, cfg, log)
     mean_len = mean_action_length(train_seqs)
+    # The event threshold the plugin uses: best F1 on the out-of-fold training sequences (issue 14).
+    from .sport_heads import choose_threshold
+
+    oof = [(activations([m], train_seqs[i].features), train_seqs[i].intervals)
+           for m, info in zip(models, infos) for i in info.get("held", [])]
+    calibration = {"rule": "default: no validation fold"}
+    if oof:
+        event_threshold, f1 = choose_threshold([a for a, _ in oof], [g for _, g in oof], mean_len)
+        calibration = {"rule": "best F1 at tIoU 0.5 on the out-of-fold training sequences",
+                       "validation_sequences": len(oof), "validation_f1": round(f1, 4),
+                       "proposal_threshold_for_ap": threshold}
+    else:
+        event_threshold = threshold
     preds = [proposals(activations(models, q.features), mean_len, threshold) for q in test_seqs]
     aps = ap_table(preds, [q.intervals for q in test_seqs])
     log("test AP " + ", ".join(f"tIoU {t}: {100 * a:.1f}" for t, a in aps.items()))
     path = Path(out) if out else Path(__file__).resolve().parents[1] / "plugins" / "weights" / "penn_swing_detector"
     meta = {"action": "swing", "action_classes": list(SWING_CLASSES), "features": "pose",
             "feature_set": "pose2d", "fps": 25.0, "mean_action_length": mean_len,
-            "threshold": threshold, "min_length": 3, "window": cfg.window,
+            "threshold": event_threshold, "threshold_calibration": calibration, "min_length": 3, "window": cfg.window,
             "dataset": "Penn Action official train split, 30 concatenated sequences (seed 0)",
             "command": command, "train_config": cfg.__dict__, "folds": infos,
             "metrics": {"test_ap": {str(t): a for t, a in aps.items()},

@@ -269,3 +269,43 @@ def test_penn_action_adapter_matches_the_penn_path(data_dir, tmp_path) -> None:
     splits = {s.video: s.extra["split"] for s in ds.labels.spans}
     assert {splits[c.clip_id] for c in clips} <= {"train", "test"}
     assert all(splits[c.clip_id] == ("train" if c.train else "test") for c in clips)
+
+
+# -- the real skating clips (slow) ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_skating_jumps_end_to_end(data_dir, tmp_path) -> None:
+    """prepare the 40 clips, train the jump detector without skating_a11, and the stream
+    emits a11's jump online, as an event overlapping the label (tIoU >= 0.5)."""
+    from offline_train.clip_dataset import load_dataset
+
+    sk = data_dir / "skating_jumps"
+    if not (sk / "labels.csv").is_file():
+        pytest.skip(f"skating clips not found under {sk}")
+    store = tmp_path / "store"
+    r = run_cli("prepare", *sorted(str(p) for p in sk.glob("*.mp4")), "--out", str(store), "--fps", "none", "-q",
+                timeout=3600)
+    assert r.returncode == 0, r.stderr.decode()
+    ds = load_dataset(sk / "labels.csv", store=str(store), features="pose")
+    assert len(ds.clips) == 40 and sum(len(c.spans) for c in ds.clips.values()) == 47
+    assert ds.clips["skating_a11"].spans == [(19, 33, "jump")]  # --fps none: store frames are source frames
+    labels = tmp_path / "train.csv"
+    labels.write_text("".join(line for line in (sk / "labels.csv").read_text().splitlines(keepends=True)
+                              if not line.startswith("skating_a11.mp4")))
+    head = tmp_path / "jump"
+    r = run_cli("train", "detector", "--labels", str(labels), "--store", str(store), "--features", "pose",
+                "-o", str(head), timeout=3600)
+    assert r.returncode == 0, r.stderr.decode()
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[plugins.detector]\nweights = "{head}"\nstride = 5\nlookahead = 12\n')
+    out = tmp_path / "a11.jsonl"
+    r = run_cli("run", str(sk / "skating_a11.mp4"), "--fps", "30", "--chain", "tracker,pose,detector",
+                "--config", str(cfg), "-o", str(out), "-q", timeout=1800)
+    assert r.returncode == 0, r.stderr.decode()
+    events = [json.loads(line) for line in out.read_text().splitlines() if '"event"' in line]
+    from offline_train.action_detection import tiou
+
+    best = max(events, key=lambda e: tiou((e["start"], e["end"]), (19, 33)))
+    assert tiou((best["start"], best["end"]), (19, 33)) >= 0.5, events
+    assert best["emitted_frame"] < 61  # online: before the clip's last frame
