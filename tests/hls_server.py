@@ -47,9 +47,10 @@ def write_hls(directory: Path, seconds: float = 12.0, fps: int = 25, size: tuple
 
 class HlsServer:
     def __init__(self, directory: Path, segments: list[tuple[float, str]], window: int = 5,
-                 stop_after: int | None = None, ranges: bool = False) -> None:
+                 stop_after: int | None = None, ranges: bool = False, freeze: bool = False) -> None:
         self.directory = Path(directory)
         self.ranges = ranges
+        self.freeze = freeze  # when the publisher stops, the playlist just stops changing (no ENDLIST)
         self.segments = segments
         self.window = window
         self.stop_after = len(segments) if stop_after is None else stop_after
@@ -93,7 +94,7 @@ class HlsServer:
                  f"#EXT-X-MEDIA-SEQUENCE:{first}"]
         for duration, name in self.segments[first:n]:
             lines += [f"#EXTINF:{duration:.6f},", name]
-        if n >= self.stop_after:
+        if n >= self.stop_after and not self.freeze:
             lines.append("#EXT-X-ENDLIST")
         return "\n".join(lines) + "\n"
 

@@ -59,6 +59,24 @@ def test_live_hls_that_ends_is_read_once_and_ends_cleanly(tmp_path, hls_dir):
     assert playlist_fetches < 3 * len(segments)
 
 
+def test_frozen_hls_playlist_meets_the_retry_limit(tmp_path, hls_dir):
+    """The publisher stops without ENDLIST: reopening replays old segments, which must
+    neither be emitted again nor reset the reconnect attempts (before: 'attempt 1' forever)."""
+    directory, segments = hls_dir
+    config = tmp_path / "c.toml"
+    config.write_text("[source]\nreconnect_attempts = 2\nbackoff_initial = 0.2\nbackoff_max = 0.5\n"
+                      "open_timeout = 3\nread_timeout = 2\n")
+    out = tmp_path / "out.jsonl"
+    with HlsServer(directory, segments, freeze=True) as server:
+        result = run_cli("run", "--chain", "framerecord", f"{server.base}/live.m3u8", "--config", str(config),
+                         "-o", str(out), timeout=120)
+    assert_clean_error(result, "live.m3u8", "not back after 2 reconnect attempts")
+    frames = frames_of(out)
+    assert 0 < len(frames) <= int(sum(d for d, _ in segments) * 25)
+    assert repeated_windows([f["brightness"] for f in frames]) == 0
+    assert "(attempt 2 of 2)" in result.stderr.decode()
+
+
 def test_complete_hls_playlist_is_read_like_a_file(tmp_path, hls_dir):
     directory, segments = hls_dir
     out = tmp_path / "out.jsonl"
