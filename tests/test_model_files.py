@@ -56,6 +56,18 @@ def test_head_sidecar_without_weights_hash_is_refused(tmp_path, clip):
     assert "weights_sha256" in line and str(stem.name) in line
 
 
+def test_unknown_head_arch_is_a_model_error_when_loaded(tmp_path):
+    from vpd_stream.errors import ModelError
+    from vpd_stream.models.head_io import load_heads
+
+    def edit(sidecar):
+        sidecar["config"]["arch"] = "transformer"
+
+    with pytest.raises(ModelError, match="unknown arch 'transformer'"):  # before: ValueError (rc 70)
+        load_heads(copy_head(tmp_path, "penn_recognizer", edit))
+
+
+@pytest.mark.slow
 def test_unknown_head_arch_is_a_model_error(tmp_path, clip):
     def edit(sidecar):
         sidecar["config"]["arch"] = "transformer"
