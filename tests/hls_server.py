@@ -12,7 +12,6 @@ http.server does not: an MP4 whose index is at its end can only be read that way
 """
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
