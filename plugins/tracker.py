@@ -169,7 +169,7 @@ class TrackerPlugin(Plugin):
         objects = state.tracker.tracked_objects
         if windows_only:
             return [search_window(_box(obj.estimate), frame.width, frame.height, o.window_scale, 224)
-                    for obj in objects if obj.is_initializing]
+                    for obj in self._candidates(state)]
         if not objects:  # nobody followed (start, or everyone lost): sweep everything now
             state.cursor = 0
             state.cold = True
@@ -188,6 +188,19 @@ class TrackerPlugin(Plugin):
         state.budget -= int(state.budget)
         return regions
 
+    def _candidates(self, state: _StreamState) -> list:
+        """Fresh tracks worth a look between passes: all of them until every athlete is well
+        followed; then those at least half as tall as the smallest athlete (a player found
+        again off his track's prediction, not a poster or a distant spectator)."""
+        fresh = [obj for obj in state.tracker.tracked_objects if obj.is_initializing]
+        if not fresh or not self._settled(state):
+            return fresh
+        tracked = {int(obj.id): obj for obj in state.tracker.tracked_objects if obj.id is not None}
+        heights = [float(_box(tracked[t].estimate)[3] - _box(tracked[t].estimate)[1])
+                   for t in state.selector.athletes if t in tracked]
+        least = 0.5 * min(heights) if heights else 0.0
+        return [obj for obj in fresh if float(_box(obj.estimate)[3] - _box(obj.estimate)[1]) >= least]
+
     def _settled(self, state: _StreamState) -> bool:
         """Every athlete slot is held by a track the detector keeps confirming."""
         sel = state.selector
@@ -198,7 +211,7 @@ class TrackerPlugin(Plugin):
         o = self.options
         state = self._state(frame)
         transform = state.motion.update(frame.rgb) if state.motion is not None else None
-        fresh = state.sweep is not None and any(obj.is_initializing for obj in state.tracker.tracked_objects)
+        fresh = state.sweep is not None and bool(self._candidates(state))
         if state.frames % o.detect_every == 0 or fresh:
             # Between passes, fresh tracks still get a look each frame: the detector misses a
             # small player now and then (a player found again a little off the track's
