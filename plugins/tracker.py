@@ -49,7 +49,8 @@ class TrackerPlugin(Plugin):
     name = "tracker"
     requires = (Key.RGB,)
     provides = (Key.TRACKS,)
-    description = "person detector + norfair tracking + athlete selection (box, id, score, is_athlete)"
+    description = ("person detector (sliced on large frames) + norfair tracking + athlete selection "
+                   "(box, id, score, is_athlete, athlete_reason, side)")
     batch_size = 8
 
     @dataclass

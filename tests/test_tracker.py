@@ -116,6 +116,12 @@ def test_config_errors():
         TrackerPlugin(TrackerPlugin.Options(detector="yolo"))
     with pytest.raises(ConfigError, match="confirm_detections"):
         TrackerPlugin(TrackerPlugin.Options(confirm_detections=3))
+    with pytest.raises(ConfigError, match="onnx_layout 'yolo9'"):
+        TrackerPlugin(TrackerPlugin.Options(onnx_layout="yolo9"))
+    with pytest.raises(ConfigError, match="scan_seconds"):
+        TrackerPlugin(TrackerPlugin.Options(scan_seconds=0))
+    with pytest.raises(ConfigError, match="tile_overlap"):
+        TrackerPlugin(TrackerPlugin.Options(tile_overlap=0.95))
     with pytest.raises(ConfigError, match="roi"):
         TrackerPlugin(TrackerPlugin.Options(roi=[0.5, 0.0, 0.2, 1.0]))
     with pytest.raises(ConfigError, match="onnx_model"):
