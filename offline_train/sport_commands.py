@@ -68,7 +68,7 @@ def train_recognizer(ctx, labels, store, poses, features, out, data, epochs, arc
     """A recognizer of the labels' classes (or, without --labels, the 15-class Penn Action one)."""
     _threads(threads)
     if labels is None:
-        from .commands import heads
+        import offline_train.commands.heads as heads  # not `from .commands`: no cycle
 
         ctx.invoke(heads.train_recognizer, data=data, out=out, epochs=epochs, arch=arch, threads=threads)
         return
@@ -96,7 +96,7 @@ def train_detector(ctx, labels, store, poses, features, out, action, data, steps
 
     _threads(threads)
     if labels is None:
-        from .commands import heads
+        import offline_train.commands.heads as heads  # not `from .commands`: no cycle
 
         ctx.invoke(heads.train_detector, data=data, out=out, steps=steps, folds=folds, threads=threads)
         return
@@ -119,7 +119,7 @@ def train_nns_index(ctx, labels, store, poses, features, out, data, threads) -> 
     """An NNS-DTW index of the labelled spans (or, without --labels, of Penn Action's train clips)."""
     _threads(threads)
     if labels is None:  # the Penn Action index; --features names one of its feature sets (default: its own)
-        from .commands import heads
+        import offline_train.commands.heads as heads  # not `from .commands`: no cycle
 
         kwargs = {} if features == "pose" else {"features": features}
         ctx.invoke(heads.train_nns_index, data=data, out=out, threads=threads, **kwargs)
