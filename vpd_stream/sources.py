@@ -41,7 +41,10 @@ from .queues import GAP_KEY
 from .resample import RateResampler
 
 log = logging.getLogger(__name__)
-av.logging.set_level(av.logging.PANIC)  # FFmpeg's own chatter would bury our one-line errors
+# No log callback at all (not even at PANIC): FFmpeg's chatter would bury our one-line
+# errors, and with a callback installed an FFmpeg frame thread that logs needs the GIL
+# while container.close() holds it waiting for that thread: a deadlock (PyAV #909, #751).
+av.logging.set_level(None)
 
 LIVE_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "rtp", "tcp", "http", "https"}
 MAX_CONSECUTIVE_DECODE_ERRORS = 50
