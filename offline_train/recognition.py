@@ -30,8 +30,7 @@ class TrainConfig:
     seed: int = 0
     crop: str = "shortest"  # "shortest": crop each batch to its shortest member; "none": pad (packed)
     max_len: int = 0  # > 0: random crops of at most this many frames (training only)
-    balance: bool = False  # sample classes equally (inverse-frequency sampling)
-    warmup_steps: int = 0  # linear LR warm-up before the cosine decay
+    balance: bool = False  # weight the loss by inverse class frequency (of the training part)
 
 
 def stratified_val(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -44,6 +43,14 @@ def stratified_val(labels: np.ndarray, fraction: float, rng: np.random.Generator
         n = max(1, int(round(fraction * len(idx))))
         val[rng.choice(idx, size=min(n, len(idx) - 1), replace=False)] = True
     return val
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Inverse-frequency loss weights (float32): each present class weighs N / C in total, absent ones 0."""
+    counts = np.bincount(np.asarray(labels), minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    w = np.where(present, counts.sum() / np.maximum(counts, 1) / max(1, int(present.sum())), 0.0)
+    return w.astype(np.float32)
 
 
 def length_batches(lengths: np.ndarray, idx: np.ndarray, batch_size: int,
@@ -78,6 +85,7 @@ def train_recognizer(seqs: list[np.ndarray], labels: np.ndarray, num_classes: in
     epochs = min(cfg.max_epochs, max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+    class_weight = torch.as_tensor(class_weights(labels[tr_idx], num_classes)) if cfg.balance else None
     best = (-1.0, 0, copy.deepcopy(model.state_dict()))
     for epoch in range(epochs):
         model.train()
@@ -94,7 +102,8 @@ def train_recognizer(seqs: list[np.ndarray], labels: np.ndarray, num_classes: in
                          for i in idx]
             batch = [flip(b) if flip is not None and rng.random() < 0.5 else b for b in batch]
             x, lengths = pad_batch(batch)
-            loss = torch.nn.functional.cross_entropy(model(x, lengths), torch.as_tensor(labels[idx]))
+            loss = torch.nn.functional.cross_entropy(model(x, lengths), torch.as_tensor(labels[idx]),
+                                                     weight=class_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
