@@ -178,7 +178,11 @@ def eval_few_shot(labels, store, poses, features, task, ks, splits, folds, split
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
         png = plot(report, task, out.with_suffix(".png"))
-        log(f"wrote {out} and {png}")
+        import json
+
+        out.with_suffix(".json").write_text(json.dumps({"command": _command("eval few-shot"), **report}, indent=1) + "\n",
+                                            encoding="utf-8")  # the per-split metrics, for merging runs
+        log(f"wrote {out}, {png} and {out.with_suffix('.json')}")
     click.echo(text)
 
 
