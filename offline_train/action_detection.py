@@ -9,8 +9,8 @@ stretched or trimmed to 0.67-1.33 x the mean training action length; AP at tempo
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -95,6 +95,43 @@ def average_precision(preds: list[list[tuple[int, int, float]]], gts: list[list[
         mpre[i] = max(mpre[i], mpre[i + 1])
     idx = np.flatnonzero(mrec[1:] != mrec[:-1]) + 1
     return float(((mrec[idx] - mrec[idx - 1]) * mpre[idx]).sum())
+
+
+THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
+CALIBRATION_TIOU = 0.5
+
+
+def f1_at(preds: list[list[tuple[int, int, float]]], gts: list[list[tuple[int, int]]], t: float) -> float:
+    """F1 of predicted intervals against ground truth, one-to-one greedy matching by score."""
+    tp = n_pred = 0
+    n_gt = sum(len(g) for g in gts)
+    for p, g in zip(preds, gts):
+        used = [False] * len(g)
+        for s, e, _ in sorted(p, key=lambda r: -r[2]):
+            n_pred += 1
+            best, bj = t, -1
+            for j, iv in enumerate(g):
+                o = tiou((s, e), iv)
+                if not used[j] and o >= best:
+                    best, bj = o, j
+            if bj >= 0:
+                used[bj] = True
+                tp += 1
+    if n_gt == 0 or n_pred == 0:
+        return 0.0
+    prec, rec = tp / n_pred, tp / n_gt
+    return 0.0 if tp == 0 else 2 * prec * rec / (prec + rec)
+
+
+def choose_threshold(acts: list[np.ndarray], gts: list[list[tuple[int, int]]], mean_len: float,
+                     min_len: int = 3) -> tuple[float, float]:
+    """(threshold, its F1) with the best F1 at tIoU 0.5 over THRESHOLD_GRID (ties: higher)."""
+    best = (0.2, -1.0)
+    for thr in THRESHOLD_GRID:
+        f1 = f1_at([proposals(a, mean_len, thr, min_len) for a in acts], gts, CALIBRATION_TIOU)
+        if f1 >= best[1]:
+            best = (thr, f1)
+    return best
 
 
 def ap_table(preds: list[list[tuple[int, int, float]]], gts: list[list[tuple[int, int]]],
@@ -221,8 +258,6 @@ def train_default_detector(data, out, steps: int, folds: int, command: str, thre
     models, infos = train_ensemble(train_seqs, fs.flip, cfg, log)
     mean_len = mean_action_length(train_seqs)
     # The event threshold the plugin uses: best F1 on the out-of-fold training sequences (issue 14).
-    from .sport_heads import choose_threshold
-
     oof = [(activations([m], train_seqs[i].features), train_seqs[i].intervals)
            for m, info in zip(models, infos) for i in info.get("held", [])]
     calibration = {"rule": "default: no validation fold"}

@@ -71,7 +71,7 @@ def calibrate_recognizer(head: Path, data: Path, out: Path) -> dict:
     meta["unknown_below"] = bound
     meta["unknown_calibration"] = {"rule": f"{UNKNOWN_PERCENTILE:g}th percentile of the winning-class probability "
                                    "on the correctly classified validation clips (the training's 20 % split)",
-                                   "validation": int(len(val)), "validation_top1": float(right.mean())}
+                                   "validation": len(val), "validation_top1": float(right.mean())}
     save_heads(out, HeadBundle(bundle.config, bundle.models, meta))
     return meta["unknown_calibration"] | {"unknown_below": bound}
 

@@ -27,9 +27,9 @@ when its source frame is, so spans survive the stream's resampling to 25 fps.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class ClipData:
     spans: list[tuple[int, int, str]] = field(default_factory=list)  # (start, end, label) in these frames
 
     def __len__(self) -> int:
-        return int(len(self.features))
+        return len(self.features)
 
     def frame_labels(self, actions: set[str] | None = None) -> np.ndarray:
         y = np.zeros(len(self), np.float32)

@@ -23,15 +23,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from vpd_stream.errors import ConfigError, InputError
 
-from .action_detection import TIOUS, DetectorTrainConfig, activations, ap_table, mean_action_length
+from .action_detection import (
+    TIOUS,
+    DetectorTrainConfig,
+    activations,
+    ap_table,
+    mean_action_length,
+)
 from .clip_dataset import Dataset
 from .sport_heads import detection_sequences, fit_detector, nns_costs, span_sequences
 

@@ -38,7 +38,7 @@ class PoseClip:
     fps: float
 
     def __len__(self) -> int:
-        return int(len(self.keypoints))
+        return len(self.keypoints)
 
 
 def check_keypoints(keypoints: np.ndarray, where: str) -> np.ndarray:

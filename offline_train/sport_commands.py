@@ -68,7 +68,7 @@ def train_recognizer(ctx, labels, store, poses, features, out, data, epochs, arc
     """A recognizer of the labels' classes (or, without --labels, the 15-class Penn Action one)."""
     _threads(threads)
     if labels is None:
-        import offline_train.commands.heads as heads  # not `from .commands`: no cycle
+        from offline_train.commands import heads  # not `from .commands`: no cycle
 
         ctx.invoke(heads.train_recognizer, data=data, out=out, epochs=epochs, arch=arch, threads=threads)
         return
@@ -96,7 +96,7 @@ def train_detector(ctx, labels, store, poses, features, out, action, data, steps
 
     _threads(threads)
     if labels is None:
-        import offline_train.commands.heads as heads  # not `from .commands`: no cycle
+        from offline_train.commands import heads  # not `from .commands`: no cycle
 
         ctx.invoke(heads.train_detector, data=data, out=out, steps=steps, folds=folds, threads=threads)
         return
@@ -119,7 +119,7 @@ def train_nns_index(ctx, labels, store, poses, features, out, data, threads) -> 
     """An NNS-DTW index of the labelled spans (or, without --labels, of Penn Action's train clips)."""
     _threads(threads)
     if labels is None:  # the Penn Action index; --features names one of its feature sets (default: its own)
-        import offline_train.commands.heads as heads  # not `from .commands`: no cycle
+        from offline_train.commands import heads  # not `from .commands`: no cycle
 
         kwargs = {} if features == "pose" else {"features": features}
         ctx.invoke(heads.train_nns_index, data=data, out=out, threads=threads, **kwargs)
@@ -170,7 +170,7 @@ def eval_few_shot(labels, store, poses, features, task, ks, splits, folds, split
                           actions=_actions(action), detector=DetectorTrainConfig(steps=steps, folds=ensemble),
                           epochs=epochs)
     path = splits_file or labels.with_name(f"{labels.stem}.fewshot-{task}.json")
-    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    log = lambda m: click.echo(m, err=True)
     report = run_fewshot(datasets, path, opts, log)
     text = report_header(_command("eval few-shot")) + f"Splits: `{path}`; run took {time.time() - t0:.0f} s.\n\n" \
         + markdown(report, task)

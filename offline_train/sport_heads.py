@@ -17,20 +17,24 @@ on), their rate (fps), the command that made it, and a calibration:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from vpd_stream.heads.intervals import proposals
-
-from .action_detection import (DetectorTrainConfig, Sequence, activations, mean_action_length, tiou,
-                               train_ensemble)
+from .action_detection import (
+    CALIBRATION_TIOU,
+    THRESHOLD_GRID,
+    DetectorTrainConfig,
+    Sequence,
+    activations,
+    choose_threshold,
+    mean_action_length,
+    train_ensemble,
+)
 from .clip_dataset import Dataset
 
-THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(1, 20))
-CALIBRATION_TIOU = 0.5
 UNKNOWN_PERCENTILE = 5.0
 NNS_UNKNOWN_PERCENTILE = 95.0
 
@@ -47,39 +51,6 @@ def head_meta(ds: Dataset, command: str) -> dict:
 def detection_sequences(ds: Dataset, names: list[str], actions: set[str] | None) -> list[Sequence]:
     return [Sequence(ds.clips[n].features, ds.clips[n].frame_labels(actions), ds.clips[n].intervals(actions),
                      [n], ds.clips[n].flipped) for n in names]
-
-
-def f1_at(preds: list[list[tuple[int, int, float]]], gts: list[list[tuple[int, int]]], t: float) -> float:
-    """F1 of predicted intervals against ground truth, one-to-one greedy matching by score."""
-    tp = n_pred = 0
-    n_gt = sum(len(g) for g in gts)
-    for p, g in zip(preds, gts):
-        used = [False] * len(g)
-        for s, e, _ in sorted(p, key=lambda r: -r[2]):
-            n_pred += 1
-            best, bj = t, -1
-            for j, iv in enumerate(g):
-                o = tiou((s, e), iv)
-                if not used[j] and o >= best:
-                    best, bj = o, j
-            if bj >= 0:
-                used[bj] = True
-                tp += 1
-    if n_gt == 0 or n_pred == 0:
-        return 0.0
-    prec, rec = tp / n_pred, tp / n_gt
-    return 0.0 if tp == 0 else 2 * prec * rec / (prec + rec)
-
-
-def choose_threshold(acts: list[np.ndarray], gts: list[list[tuple[int, int]]], mean_len: float,
-                     min_len: int = 3) -> tuple[float, float]:
-    """(threshold, its F1) with the best F1 at tIoU 0.5 over THRESHOLD_GRID (ties: higher)."""
-    best = (0.2, -1.0)
-    for thr in THRESHOLD_GRID:
-        f1 = f1_at([proposals(a, mean_len, thr, min_len) for a in acts], gts, CALIBRATION_TIOU)
-        if f1 >= best[1]:
-            best = (thr, f1)
-    return best
 
 
 @dataclass
@@ -180,7 +151,7 @@ def train_recognizer_head(ds: Dataset, out: str | Path, command: str, epochs: in
             unknown_below = float(np.percentile(win[right], UNKNOWN_PERCENTILE))
         cal = {"rule": f"{UNKNOWN_PERCENTILE:g}th percentile of the winning-class probability on the correctly "
                        "classified validation sequences (20 % stratified, held out of training)",
-               "validation": int(len(va)), "validation_top1": float(right.mean())}
+               "validation": len(va), "validation_top1": float(right.mean())}
     meta = {**head_meta(ds, command), "classes": classes, "unknown_below": unknown_below,
             "unknown_calibration": cal, "metrics": info}
     save_heads(out, HeadBundle(model.cfg, [model], meta))

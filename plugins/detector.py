@@ -50,8 +50,13 @@ from vpd_stream.annotations import FEATURE_SOURCES, Key, feature_vector
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Event, Frame
 from vpd_stream.heads.intervals import shape_interval
-from vpd_stream.heads.windows import (WEIGHTINGS, combine_windows, final_after, tail_span, window_spans,
-                                      window_weights)
+from vpd_stream.heads.windows import (
+    WEIGHTINGS,
+    combine_windows,
+    tail_span,
+    window_spans,
+    window_weights,
+)
 from vpd_stream.models.head_io import head_features, load_heads
 from vpd_stream.plugin import Plugin, PluginContext
 

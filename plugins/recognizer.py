@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from engines import create_engine
-from vpd_stream.skeleton import flip_features
 from vpd_stream.annotations import FEATURE_SOURCES, Key, feature_vector
 from vpd_stream.dtw import DtwIndex
 from vpd_stream.errors import ConfigError
@@ -29,6 +28,7 @@ from vpd_stream.heads.nns import exact_flip_min_costs, flip_min_costs
 from vpd_stream.models.head_io import load_heads
 from vpd_stream.models.nns_index import load_nns_index
 from vpd_stream.plugin import Plugin, PluginContext
+from vpd_stream.skeleton import flip_features
 
 from .detector import check_head_features
 
@@ -209,7 +209,7 @@ def _engine_call(engine: Any) -> Any:
     """The engine as the (x, lengths) -> logits callable predict_proba expects."""
     import torch
 
-    def call(x: "torch.Tensor", lengths: "torch.Tensor") -> "torch.Tensor":
+    def call(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(engine.run({"x": x.numpy(), "lengths": lengths.numpy()})["output"])
 
     return call

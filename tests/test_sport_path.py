@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cli_helpers import assert_clean_error, run_cli
-from vpd_stream.errors import ConfigError, InputError
 
 from offline_train.keypoints import load_pose_clip, load_pose_dir, write_pose_clip
 from offline_train.labels import load_labels, resolve_spans
+from vpd_stream.errors import ConfigError, InputError
 
 # A standing figure in image pixels (COCO-13: nose, l/r shoulder, elbow, wrist, hip, knee, ankle).
 STAND = np.array([[0, -160], [-30, -130], [30, -130], [-40, -90], [40, -90], [-45, -50], [45, -50],
@@ -206,16 +205,17 @@ def test_few_shot_detection_and_recognition_tables(generated, tmp_path) -> None:
     splits = tmp_path / "splits.json"
     out = tmp_path / "det.md"
     args = ["eval", "few-shot", "--labels", str(generated), "--poses", str(generated.parent), "--features", "pose",
-            "--task", "detection", "--k", "2,all", "--splits", "1", "--folds", "2", "--steps", "40",
+            "--task", "detection", "--k", "all", "--splits", "1", "--folds", "2", "--steps", "100",
             "--ensemble", "2", "--splits-file", str(splits), "-o", str(out)]
     r = run_cli(*args, timeout=900)
     assert r.returncode == 0, r.stderr.decode()
     text = out.read_text()
     assert "tIoU 0.3" in text and "| all (4) |" in text and out.with_suffix(".png").stat().st_size > 1000
     saved = json.loads(splits.read_text())
-    assert len(saved["folds"]) == 2 and all(len(f["train"]["2"][0]) == 2 for f in saved["folds"])
+    assert len(saved["folds"]) == 2 and all(len(f["train"]["all"][0]) == 4 for f in saved["folds"])
+    assert not set(saved["folds"][0]["test_videos"]) & set(saved["folds"][0]["train"]["all"][0])  # clips held out
     row = next(line for line in text.splitlines() if line.startswith("| all"))
-    assert float(row.split("|")[2]) > 50.0  # AP at tIoU 0.3 on a set this easy
+    assert float(row.split("|")[3]) > 50.0  # AP at tIoU 0.5 on a set this easy (100 measured here)
 
     rec = tmp_path / "rec.md"
     lab = generated.read_text().splitlines() + [f"clip{i}.mp4,0,7,glide" for i in range(8)]
@@ -226,6 +226,8 @@ def test_few_shot_detection_and_recognition_tables(generated, tmp_path) -> None:
     assert r.returncode == 0, r.stderr.decode()
     row = next(line for line in rec.read_text().splitlines() if line.startswith("| all"))
     assert float(row.split("|")[2]) == pytest.approx(100.0)  # jump vs glide: NNS-DTW gets every one
+    saved = json.loads((tmp_path / "two.fewshot-recognition.json").read_text())
+    assert all(len(d) == 2 for f in saved["folds"] for d in f["train"]["1"][0:1])  # k = 1 per class, 2 classes
     assert (tmp_path / "two.fewshot-recognition.json").is_file()  # saved beside the labels
 
 
