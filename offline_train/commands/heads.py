@@ -54,7 +54,7 @@ def eval_penn(data: Path | None, features: str, out: Path | None, quick: bool, n
 @data_option
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="weights path without suffix (default: plugins/weights/penn_recognizer)")
-@click.option("--epochs", type=int, default=20, show_default=True)
+@click.option("--epochs", type=int, default=60, show_default=True)
 @click.option("--arch", type=click.Choice(["bigru", "bilstm", "bigru_attn", "bilstm_attn", "cnn"]), default="bigru")
 @threads_option()
 def train_recognizer(data: Path | None, out: Path | None, epochs: int, arch: str, threads: int) -> None:
