@@ -19,7 +19,7 @@ from .common import hidden_alias
 from .corpus import distill, embed, prepare
 from .heads import eval_penn
 # The generic train commands (--labels ...; issue 14); without --labels they train the Penn defaults as before.
-from ..sport_commands import eval_few_shot, train_detector, train_nns_index, train_recognizer
+from .sport import eval_few_shot, train_detector, train_nns_index, train_recognizer
 from .jmrn import eval_jmrn, train_jmrn
 from .vipe import eval_vipe, train_vipe, train_vipe_legacy
 
