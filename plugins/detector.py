@@ -356,5 +356,5 @@ class DetectorPlugin(Plugin):
             cv2.putText(image, f"{self.action} {a:.2f}", (x1, max(15, y1 - 22)),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2)
         for ev in frame.events:
-            cv2.putText(image, f"EVENT {ev.label} {ev.start_frame}-{ev.end_frame}", (10, 30),
+            cv2.putText(image, f"EVENT {ev.label} {ev.start_frame}-{ev.end_frame}", (10, 60),  # below the header
                         cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 255), 2)

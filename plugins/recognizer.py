@@ -8,6 +8,13 @@ sequences that agree with the label. Keeps a bounded per-track history of featur
 labels every event it sees in ``frame.events`` / ``eos.events`` that belongs to a track
 it follows: ``event.label`` becomes the class, ``event.extra`` gets the class score and
 the detector's own label.
+
+``unknown`` (default on): a head trained by ``vpd-stream train recognizer|nns-index --labels``
+records a bound calibrated on validation data (``offline_train.sport_heads``): a BiGRU
+head's ``unknown_below`` (class probability), an index's ``unknown_above`` (nearest DTW
+cost). Outside it the event's label is ``unknown`` and ``extra["nearest_class"]`` keeps the
+class it would have said. Heads without a bound never say unknown. ``features`` defaults to
+what the head (or index) was trained on, so the chain check asks the chain for it.
 """
 from __future__ import annotations
 

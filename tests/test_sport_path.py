@@ -201,6 +201,27 @@ def test_nns_index_unknown_outside_training(generated, tmp_path) -> None:
     assert ev.label == "unknown" and ev.detector_label == "jump" and ev.extra["nearest_class"] in ("jump", "glide")
 
 
+def test_train_recognizer_records_classes_and_unknown_bound(generated, tmp_path) -> None:
+    from plugins.recognizer import RecognizerPlugin
+    from vpd_stream.models.head_io import head_meta
+    from vpd_stream.plugin import PluginContext
+
+    lab = generated.read_text().splitlines() + [f"clip{i}.mp4,0,7,glide" for i in range(8)]
+    two = tmp_path / "two.csv"
+    two.write_text("\n".join(lab) + "\n")
+    r = run_cli("train", "recognizer", "--labels", str(two), "--poses", str(generated.parent), "--epochs", "5",
+                "-o", str(tmp_path / "rec"), timeout=600)
+    assert r.returncode == 0, r.stderr.decode()
+    meta = head_meta(tmp_path / "rec")
+    assert meta["classes"] == ["glide", "jump"] and meta["features"] == "pose" and meta["fps"] == 30.0
+    assert 0.0 < meta["unknown_below"] <= 1.0 and meta["unknown_calibration"]["validation"] == 4
+    plugin = RecognizerPlugin(RecognizerPlugin.Options(weights=str(tmp_path / "rec")))
+    plugin.setup(PluginContext(target_fps=30.0))
+    assert plugin.unknown_below == pytest.approx(meta["unknown_below"]) and plugin.classes == ["glide", "jump"]
+    r = run_cli("train", "recognizer", "--labels", str(generated), "--poses", str(generated.parent), "-o", str(tmp_path / "x"))
+    assert_clean_error(r, "at least two classes")
+
+
 def test_few_shot_detection_and_recognition_tables(generated, tmp_path) -> None:
     splits = tmp_path / "splits.json"
     out = tmp_path / "det.md"
