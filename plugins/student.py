@@ -148,7 +148,8 @@ class StudentPlugin(Plugin):
             self.path_note = "student: " + "; ".join(d.summary() for d in self.dispatches)
         else:
             e = self.engine
-            why = ("random_init: no gate to hold" if self.student is not None and
+            why = ("the ONNX file's precision" if self.student is not None and self.student.onnx_path is not None
+                   else "random_init: no gate to hold" if self.student is not None and
                    self.student.sidecar.get("teacher") == "random" else "set by the options")
             self.path_note = f"student: {e.backend} {e.precision} on {isa} ({why})"
         log.info("%s", self.path_note)

@@ -88,3 +88,15 @@ def test_out_of_order_completion_is_passed_on_in_order(clip, tmp_path):
     assert [r["frame"] for r in records] == list(range(40))
     assert len(set(_Slow.seen.values())) > 1  # the replicas did share the work
     assert json.loads(lines[-1])["type"] == "end"
+
+
+def test_stage_workers_from_the_configuration(clip, tmp_path):
+    import os
+
+    from vpd_stream.runner import build_pipeline
+
+    for value, expected in ((1, 1), (3, 3), (0, min(os.cpu_count() or 1, 4))):
+        config = config_from_dict({"pipeline": {"chain": ["framerecord"], "stage_workers": value}})
+        pipeline = build_pipeline(config, [str(clip)], [])
+        assert pipeline.stage_workers == expected
+    assert config_from_dict({"pipeline": {}}).pipeline.stage_workers == 1  # opt-in (BENCHMARKS.md)

@@ -31,6 +31,7 @@ class PipelineConfig:
     engine: str = "onnxruntime"
     queue_size: int = 32  # frames buffered per source and between stages
     model_dir: str | None = None
+    stage_workers: int = 1  # replicas of each parallel-safe stage (pose, flow); 0 = one per core (at most 4)
 
 
 @dataclass
@@ -112,6 +113,7 @@ def _one_of(choices: tuple[str, ...], fold_case: bool = False):
 VALUE_CHECKS: dict[tuple[str, str], Any] = {
     ("pipeline", "fps"): _fps_problem,
     ("pipeline", "queue_size"): _int_in(1, 100_000, "a number of frames"),
+    ("pipeline", "stage_workers"): _int_in(0, 64, "a number of workers, 0 = one per core"),
     ("source", "live"): _one_of(LIVE_CHOICES),
     ("source", "open_timeout"): _positive_seconds,
     ("source", "read_timeout"): _positive_seconds,

@@ -8,7 +8,8 @@ EndOfStream marker that flows through every stage, so plugins flush per stream.
 
 Every core busy: a plugin whose ``process`` depends on nothing but the frames it is given
 (no state across frames; it says so with ``parallel_safe = True``: pose, flow, student)
-runs as ``stage_workers`` replicas (default: one per core, at most 4), each its own plugin
+runs as ``stage_workers`` replicas (``[pipeline] stage_workers``; None here = one per core,
+at most 4; the configuration's default is 1, see BENCHMARKS.md), each its own plugin
 instance in its own thread. Their heavy work (mediapipe, OpenCV, onnxruntime, torch) runs
 outside the GIL, so replicas of the slowest stateless stage use the cores the pipelined
 stages leave idle. Batches are numbered as they leave the input queue and passed on in
