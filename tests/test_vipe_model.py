@@ -34,7 +34,7 @@ def test_normalize_batch_matches_the_skeleton_module():
 
 def test_inputs_from_pixels_features_and_scores_agree():
     kp = _keypoints(5)
-    kp[..., 2] = 0.5 + 0.5 * kp[..., 2]  # every joint present (score >= MIN_JOINT_SCORE)
+    kp[..., 2] = 0.05 + 0.95 * kp[..., 2]  # every joint present (score >= VIPE_MIN_SCORE)
     x = pose_inputs(kp)
     assert x.shape == (5, INPUT_DIM) and x.dtype == np.float32
     np.testing.assert_allclose(x[:, 26:], kp[..., 2], atol=1e-6)
@@ -45,9 +45,9 @@ def test_inputs_from_pixels_features_and_scores_agree():
 
 
 def test_missing_joints_get_the_training_convention():
-    """Score below MIN_JOINT_SCORE or NaN coordinates: hip centre (0, 0) and score 0, as
+    """Score below VIPE_MIN_SCORE or NaN coordinates: hip centre (0, 0) and score 0, as
     offline_train/vipe/cameras.py drops joints; the present joints are unchanged."""
-    from vpd_stream.skeleton import MIN_JOINT_SCORE
+    from vpd_stream.models.vipe import VIPE_MIN_SCORE as MIN_JOINT_SCORE
     kp = _keypoints(4, seed=3)
     kp[..., 2] = 0.9
     ref = pose_inputs(kp)
