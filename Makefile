@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench clean rtsp-deps
+.PHONY: venv demo lint test test-slow bench clean rtsp-deps
 
 venv: $(STAMP)
 
@@ -19,11 +19,17 @@ $(STAMP): setup.cfg pyproject.toml
 demo: venv
 	$(VENV)/bin/vpd-stream demo
 
-test: venv $(if $(WITH_RTSP),rtsp-deps)
+# ruff on the whole tree, mypy on the core (pyproject.toml holds their settings).
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint rtsp-deps
 	$(VENV)/bin/pytest -q
 
-# Opt-in (`make test WITH_RTSP=1`, Debian, root): GStreamer's RTSP server for tests/test_rtsp.py.
-# Without it (CI) those tests skip with the reason. apt-get update runs once, only if needed.
+# GStreamer's RTSP server (Debian packages) for tests/test_rtsp.py, installed by `make test`
+# where it can be (root and apt-get; apt-get update runs once, only if a package is missing);
+# elsewhere the set-up goes on and those tests skip with the reason.
 RTSP_PACKAGES := gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-good
 rtsp-deps:
 	@dpkg -s $(RTSP_PACKAGES) >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \

@@ -31,7 +31,7 @@ import numpy as np
 
 from vpd_stream.errors import ConfigError, InputError
 
-from .corpus.store import VideoStore, open_store
+from .corpus.store import open_store
 
 FORMAT = "vpd-stream/features"
 

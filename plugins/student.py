@@ -39,7 +39,7 @@ from engines.student import embed_with_mirror, student_engine
 from vpd_stream.annotations import Embedding, Key
 from vpd_stream.errors import ConfigError, ModelError
 from vpd_stream.frame import Frame
-from vpd_stream.models.student_loading import StudentModel, check_concat, concat_sidecar, resolve_student
+from vpd_stream.models.student_loading import StudentModel, check_concat, resolve_student
 from vpd_stream.plugin import Plugin, PluginContext
 
 log = logging.getLogger(__name__)

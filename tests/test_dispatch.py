@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from engines.dispatch import (CpuInfo, CpuPath, Dispatch, PathResult, candidate_paths, choose, dispatch,
+from engines.dispatch import (CpuInfo, CpuPath, PathResult, candidate_paths, choose, dispatch,
                               engine_for, parse_cpuinfo, read_cpuinfo)
 from engines.quantize import INT8_MAX_REL_ERROR, relative_error
 from engines.torch_engine import TorchEngine

@@ -5,10 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from vpd_stream.annotations import Key
 from vpd_stream.config import config_from_dict
 from vpd_stream.frame import Frame
 from vpd_stream.pipeline import Pipeline

@@ -1,16 +1,13 @@
 """The pipeline runner: chain validation, batching across streams, policies, flushing."""
-import sys
 import threading
 import time
-from dataclasses import dataclass
 
-import numpy as np
 import pytest
 
 from clips import make_clip
 from vpd_stream.config import SourceConfig
 from vpd_stream.errors import PluginError
-from vpd_stream.frame import EndOfStream, Event, Frame
+from vpd_stream.frame import EndOfStream, Event
 from vpd_stream.pipeline import Pipeline
 from vpd_stream.plugin import Plugin, available_plugins, load_plugin_class, validate_chain
 from vpd_stream.queues import FrameQueue

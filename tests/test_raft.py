@@ -8,12 +8,11 @@ function (a .pth itself is never loaded).
 from __future__ import annotations
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from vpd_stream.errors import ModelError  # noqa: E402
+from vpd_stream.errors import ModelError
 from vpd_stream.models.raft import build_raft, to_raft_input
-from vpd_stream.models.raft_weights import load_raft  # noqa: E402
+from vpd_stream.models.raft_weights import load_raft
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -13,6 +13,7 @@ import os
 import struct
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -43,8 +44,8 @@ class AnnotatedVideoSink(Sink):
         self.path = path
         self.stream_id = stream_id  # None: the first stream seen
         self.fps = fps or 25.0
-        self._container = None
-        self._stream = None
+        self._container: Any = None
+        self._stream: Any = None
         self._recent: list[Event] = []
         self.frames = 0
         self._failed = False
@@ -88,7 +89,7 @@ class AnnotatedVideoSink(Sink):
 
         if self._container is None:
             self._open(frame.width, frame.height)
-        image = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
+        image: np.ndarray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
         for plugin in plugins:
             plugin.draw(frame, image)
         self._recent = [e for e in self._recent if frame.pts - e.end_pts < EVENT_SHOW_SECONDS]

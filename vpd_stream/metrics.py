@@ -7,8 +7,16 @@ on a long-running server that sees feeds come and go.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 
 # The *_created timestamp series double every counter and histogram and nobody graphs them.
 disable_created_metrics()
@@ -39,7 +47,7 @@ class Metrics:
         self.streams_active = Gauge("vpd_streams_active", "Sources currently open", registry=r)
         self._labels: dict[str, set[tuple]] = {}
         self._lock = threading.Lock()
-        self._server = None
+        self._server: Any = None
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Expose /metrics over HTTP on host:port (port 0 = no server)."""

@@ -33,9 +33,8 @@ class RateResampler(Generic[T]):
     def push(self, pts: float, item: T) -> list[Resampled[T]]:
         """Offer a source frame with timestamp ``pts``; return the frames now decided."""
         if self.fps is None:
-            out = [Resampled(self._next, pts, item)]
             self._next += 1
-            return out
+            return [Resampled(self._next - 1, pts, item)]
         if self._t0 is None:
             self._t0 = pts
         out: list[Resampled[T]] = []

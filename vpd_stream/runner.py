@@ -21,30 +21,19 @@ import threading
 from typing import Any, Callable, Sequence
 
 from .config import Config, _Locator, build_dataclass
-from .errors import ConfigError, VpdError
+from .errors import ConfigError
 from .metrics import Metrics
 from .pipeline import Pipeline, RunSummary
-from .plugin import Plugin, PluginContext, load_plugin_class, validate_chain
+from .plugin import (
+    Plugin,
+    PluginContext,
+    instantiate,
+    load_plugin_class,
+    validate_chain,
+)
 from .sources import VideoSource, stream_names
 
 Sinks = Sequence[Any] | Callable[[], Sequence[Any]]
-
-
-def _instantiate(cls: type[Plugin], options: Any) -> Plugin:
-    try:
-        from .plugin import instantiate  # the shared rule for the [plugins.NAME] prefix
-    except ImportError:  # pragma: no cover - until vpd_stream.plugin has it
-        instantiate = None
-    if instantiate is not None:
-        return instantiate(cls, options)
-    try:
-        return cls(options)
-    except ConfigError as exc:
-        raise ConfigError(f"[plugins.{cls.name}] {exc}") from None
-    except VpdError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"[plugins.{cls.name}] {exc}") from None
 
 
 def build_plugins(config: Config) -> list[Plugin]:
@@ -68,7 +57,7 @@ def build_plugins(config: Config) -> list[Plugin]:
     for name in config.pipeline.chain:
         cls = known[name]
         options = build_dataclass(cls.Options, config.plugins.get(name, {}), f"plugins.{name}", locate)
-        plugins.append(_instantiate(cls, options))
+        plugins.append(instantiate(cls, options))
     return plugins
 
 
@@ -142,7 +131,7 @@ def run(pipeline: Pipeline, *, quiet: bool = False, metrics_port: int = 0, metri
             echo(f"\n{_NAMES.get(signum, 'interrupted')}: draining queued frames ({again} again to quit now)")
         pipeline.stop()
 
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     try:
         if threading.current_thread() is threading.main_thread():
             for signum in _SIGNALS:

@@ -103,13 +103,13 @@ class JsonlSink(Sink):
     def _fail(self, exc: OSError) -> None:
         """Cut the torn line off and say what happened, naming the file."""
         kept = f"; it holds the {self.lines} whole records written before" if self.lines else ""
-        if self._owned:
+        if self._owned and self._fd is not None:
             try:
                 os.ftruncate(self._fd, self._good)
             except OSError:
                 kept = "; its last line may be incomplete" if self.lines else ""
         reason = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "the file size limit was reached",
-                  errno.EDQUOT: "the disk quota is exhausted"}.get(exc.errno, exc.strerror or str(exc))
+                  errno.EDQUOT: "the disk quota is exhausted"}.get(exc.errno or 0, exc.strerror or str(exc))
         raise InputError(f"cannot write {self._name}: {reason}{kept}; free space or write elsewhere (-o)") from None
 
     def write_frame(self, frame: Frame, plugins: list) -> None:

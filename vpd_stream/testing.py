@@ -27,7 +27,7 @@ import threading
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -181,7 +181,7 @@ def make_clip(path: str | Path, frames: int = 50, size: tuple[int, int] = DEFAUL
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=rate)
+        stream: Any = container.add_stream(codec, rate=rate)  # a VideoStream
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.gop_size = gop
@@ -269,7 +269,7 @@ class Given(Plugin):
     def __init__(self, values: Mapping[str, Any] | None = None) -> None:
         super().__init__(None)
         self.values = dict(values or {})
-        self.provides = tuple(self.values)
+        self.provides = tuple(self.values)  # type: ignore[misc]  # an instance narrows its class's keys
 
     def process(self, batch: list[Frame]) -> None:
         for frame in batch:
@@ -362,7 +362,7 @@ def load_plugins(plugins: Any, options: Mapping[str, Mapping[str, Any]] | None =
         from .plugin import available_plugins
         from .presets import expand_chain
 
-        specs, options = expand_chain(specs, options, set(available_plugins()))
+        specs, options = expand_chain(specs, {k: dict(v) for k, v in options.items()}, set(available_plugins()))
     built: list[Plugin] = []
     used: set[str] = set()
     for item in specs:
@@ -508,7 +508,7 @@ def run_chain(plugins: Any, frames_or_arrays: Any, *, context: PluginContext | N
             sources = [InMemorySource(fs, sid) for sid, fs in by_stream.items()]
             if context is None:
                 context = PluginContext(target_fps=frames[0].target_fps)
-            pipeline = Pipeline(sources, built, [collect, JsonlSink(str(jsonl))], context=context,
+            pipeline = Pipeline(cast(list, sources), built, [collect, JsonlSink(str(jsonl))], context=context,
                                 queue_size=queue_size)
         try:
             summary, crashes = _run_catching(pipeline)
@@ -569,8 +569,8 @@ def records(run_or_frames: Any, plugins: Sequence[Plugin] | None = None, *, even
     serialised and parsed back as the JSONL sink would.
     """
     if isinstance(run_or_frames, ChainRun) and plugins is None:
-        out = run_or_frames.records
-        return [r for r in out if r["type"] == "frame"] if not events else list(out)
+        written = run_or_frames.records
+        return [r for r in written if r["type"] == "frame"] if not events else list(written)
     if plugins is None:
         raise TypeError("records(frames, plugins): give the plugins that describe the frames")
     from .sinks import _default, frame_record

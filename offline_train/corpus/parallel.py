@@ -30,7 +30,7 @@ from typing import Callable
 from vpd_stream.errors import ConfigError
 
 from .prepare import PrepareSettings, entry_from_store, expected_frames, prepare_video
-from .store import CONFIDENT, CorpusStore, Manifest, VideoEntry, video_names
+from .store import CONFIDENT, CorpusStore, VideoEntry, video_names
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from vpd_stream.errors import ConfigError, InputError, ModelError
+from vpd_stream.errors import ConfigError, InputError
 from vpd_stream.models.checkpoint import save_student
 from vpd_stream.models.resnet import StudentConfig, build_student
 

@@ -9,6 +9,7 @@ Detector: the same BiGRU emitting one binary logit per frame.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -50,7 +51,7 @@ class SequenceEncoder(nn.Module):
             for _ in range(cfg.layers + 1):  # a few 1D conv blocks, kernel 5, same length
                 blocks.append(nn.Sequential(nn.Conv1d(ch, out, 5, padding=2), nn.BatchNorm1d(out), nn.ReLU()))
                 ch = out
-            self.net = nn.ModuleList(blocks)
+            self.net: nn.Module = nn.ModuleList(blocks)
         else:
             rnn = nn.GRU if cfg.arch.startswith("bigru") else nn.LSTM
             self.net = rnn(cfg.input_dim, cfg.hidden, num_layers=cfg.layers,
@@ -63,7 +64,7 @@ class SequenceEncoder(nn.Module):
             # Zero the padding before every block so it acts like the conv's own zero padding.
             mask = _mask(lengths, x.shape[1])[:, None, :].to(x.dtype)
             y = x.transpose(1, 2)
-            for block in self.net:
+            for block in cast(nn.ModuleList, self.net):
                 y = block(y * mask)
             return (y * mask).transpose(1, 2)
         if bool((lengths == x.shape[1]).all()):  # no padding: the plain path is ~2x faster

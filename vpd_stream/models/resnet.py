@@ -13,6 +13,7 @@ Output ``embedding`` — (N, d) float32. Written here because torchvision is not
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -80,8 +81,9 @@ class InputNormalization(nn.Module):
         self.register_buffer("rgb_shift", (-1.0 - mean) / std, persistent=False)
 
     def forward(self, rgb: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        dtype = self.rgb_scale.dtype
-        x = rgb.permute(0, 3, 1, 2).to(dtype) * self.rgb_scale + self.rgb_shift
+        scale, shift = cast(torch.Tensor, self.rgb_scale), cast(torch.Tensor, self.rgb_shift)
+        dtype = scale.dtype
+        x = rgb.permute(0, 3, 1, 2).to(dtype) * scale + shift
         f = flow.to(dtype) * (1.0 / 255.0) - 0.5
         return torch.cat([x, f], dim=1)
 
@@ -159,6 +161,7 @@ def randomize_batchnorm(model: nn.Module, seed: int) -> None:
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 n = m.num_features
+                assert m.running_mean is not None and m.running_var is not None  # track_running_stats
                 m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
                 m.running_var.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
                 m.weight.copy_(torch.rand(n, generator=gen) * 0.5 + 0.75)
