@@ -239,7 +239,8 @@ def load_crops(videos: Path, count: int = 64) -> tuple[Any, Any, str]:
     return calib, held_out, ""
 
 
-def _measure(engine: Any, inputs: dict[str, np.ndarray], seconds: float) -> float:
+def measure_throughput(engine: Any, inputs: dict[str, np.ndarray], seconds: float) -> float:
+    """Items per second of ``engine.run(inputs)`` over at least ``seconds`` (after one warm-up call)."""
     engine.run(inputs)  # warm-up: allocations, oneDNN primitives, the TorchScript freeze
     batch = len(next(iter(inputs.values())))
     calls, start = 0, time.perf_counter()
@@ -371,7 +372,7 @@ def measure_paths(student: Any, paths: list[CpuPath], calib: Any, held_out: Any,
         for _ in range(rounds):  # interleaved, so a change in load hits every path alike
             for p, engine in engines.items():
                 if results[p].ok:
-                    results[p].rate = max(results[p].rate, _measure(engine, inputs, seconds))
+                    results[p].rate = max(results[p].rate, measure_throughput(engine, inputs, seconds))
         onnx_paths = {p: e.model_path for p, e in engines.items() if hasattr(e, "model_path")}
     finally:
         for engine in engines.values():

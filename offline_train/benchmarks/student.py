@@ -34,6 +34,8 @@ from typing import Callable
 
 import numpy as np
 
+from engines.dispatch import measure_throughput
+
 
 @dataclass
 class Config:
@@ -56,18 +58,6 @@ def _data_dir() -> Path | None:
 def _inputs(crops, batch: int) -> dict[str, np.ndarray]:
     idx = np.arange(batch) % len(crops.rgb)
     return {"rgb": np.ascontiguousarray(crops.rgb[idx]), "flow": np.ascontiguousarray(crops.flow[idx])}
-
-
-def _measure(engine, inputs: dict[str, np.ndarray], seconds: float) -> float:
-    engine.run(inputs)  # warm-up (first-call allocations, oneDNN primitive creation)
-    batch = len(next(iter(inputs.values())))
-    calls, start = 0, time.perf_counter()
-    while True:
-        engine.run(inputs)
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return calls * batch / elapsed
 
 
 def student_macs(model) -> int:
@@ -212,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()
     for _ in range(args.rounds):
         for c in configs:
-            c.best = max(c.best, _measure(c.engine, _inputs(held_out, c.batch), args.seconds))
+            c.best = max(c.best, measure_throughput(c.engine, _inputs(held_out, c.batch), args.seconds))
     load_after = os.getloadavg()
     fp32_rate, int8_rate = gemm_rates(args.threads, args.seconds)
 
@@ -315,10 +305,10 @@ def _gpu(model, tmp: Path, crops, seconds: float) -> list[str]:
         trt, why = None, str(exc)
     for batch in (64, 256):
         x = _inputs(crops, batch)
-        t = _measure(half, x, seconds)
+        t = measure_throughput(half, x, seconds)
         rows.append(f"| torch | fp16 | {batch} | {t:.0f} | 1.00 |")
         if trt is not None:
-            r = _measure(trt, x, seconds)
+            r = measure_throughput(trt, x, seconds)
             rows.append(f"| tensorrt | fp16 | {batch} | {r:.0f} | {r / t:.2f} |")
     if trt is None:
         rows.append(f"| tensorrt | fp16 | – | not run: {why} | – |")
