@@ -145,7 +145,7 @@ class TrackerPlugin(Plugin):
             life = max(keep_frames, 2 * o.detect_every, 2, (slow + 1) * o.detect_every if sweep else 0)
             period = (life + 1) // 2
             delay = period if o.confirm_detections == 2 else period - 1
-            tracker = Tracker(distance_function="iou", distance_threshold=1.0 - o.iou_threshold,
+            tracker = Tracker(distance_function=_box_distance, distance_threshold=1.0 - o.iou_threshold,
                               hit_counter_max=2 * period, initialization_delay=delay)
             motion = None
             if o.camera_motion:
@@ -293,6 +293,29 @@ class TrackerPlugin(Plugin):
 def _box(estimate: np.ndarray) -> np.ndarray:
     (x1, y1), (x2, y2) = estimate
     return np.array([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], np.float32)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = min(a[2], b[2]) - max(a[0], b[0])
+    iy = min(a[3], b[3]) - max(a[1], b[1])
+    if ix <= 0 or iy <= 0:
+        return 0.0
+    inter = ix * iy
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+
+
+def _box_distance(detection: Any, obj: Any) -> float:
+    """1 - IoU of a detection with the track: with its Kalman prediction, or with the box it
+    was last detected at, whichever overlaps more. A player who sprints and then stops
+    (a tennis player reaching the ball, then walking to the net) leaves the constant-velocity
+    prediction overshooting; the prediction alone then misses him, a fresh track starts
+    on him and the old one coasts off as a ghost."""
+    box = _box(detection.points)
+    best = _iou(box, _box(obj.estimate))
+    last = obj.last_detection
+    if last is not None and best < 1.0:
+        best = max(best, _iou(box, _box(last.points)))
+    return 1.0 - best
 
 
 def _detections(found: list) -> list:

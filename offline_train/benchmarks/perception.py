@@ -54,29 +54,24 @@ def data_dir() -> Path:
 
 def decode(path: Path, fps: float = 25.0, limit: int | None = None, height: int | None = None,
            stream_id: str = "s") -> Iterator[Frame]:
-    """Frames resampled to ``fps`` by timestamp, with prev_rgb = the source frame prev_step earlier."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        src_fps = float(stream.average_rate or fps)
-        step = max(1, round(src_fps / fps)) if src_fps > fps else 1
-        history: collections.deque[np.ndarray] = collections.deque(maxlen=step + 1)
-        next_t, n = 0.0, 0
-        for frame in container.decode(stream):
-            rgb = frame.to_ndarray(format="rgb24")
-            if height is not None and rgb.shape[0] != height:
-                scale = height / rgb.shape[0]
-                rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), height), interpolation=cv2.INTER_AREA)
-            history.append(rgb)
-            t = float(frame.time or 0.0)
-            if t + 1e-6 < next_t:
-                continue
-            next_t += 1.0 / min(fps, src_fps)
-            prev = history[0] if len(history) == step + 1 else None
-            yield Frame(stream_id, n, t, rgb, source_index=frame.index if hasattr(frame, "index") else n,
-                        source_fps=src_fps, target_fps=fps, prev_rgb=prev, prev_step=step)
-            n += 1
-            if limit is not None and n >= limit:
-                return
+    """The frames ``vpd-stream run`` sees: decoded and resampled to ``fps`` by the real source
+    (vpd_stream.sources.VideoSource: nearest source frame to each output time, prev_rgb the
+    source frame prev_step earlier, portrait video turned upright), optionally resized to
+    ``height`` (the speed benchmark's 720p rows)."""
+    import threading
+
+    from vpd_stream.sources import VideoSource
+
+    source = VideoSource(str(path), stream_id, target_fps=fps, max_frames=limit)
+    source.check()
+    for frame in source.frames(threading.Event()):
+        if height is not None and frame.rgb.shape[0] != height:
+            scale = height / frame.rgb.shape[0]
+            size = (round(frame.rgb.shape[1] * scale), height)
+            frame.rgb = cv2.resize(frame.rgb, size, interpolation=cv2.INTER_AREA)
+            if frame.prev_rgb is not None:
+                frame.prev_rgb = cv2.resize(frame.prev_rgb, size, interpolation=cv2.INTER_AREA)
+        yield frame
 
 
 def _ms(times: list[float]) -> float:
@@ -370,8 +365,7 @@ def run_athletes(video: Path, max_athletes: int, annotate: Path | None = None, l
         poses = frame.annotations["pose"]
         run.confident.append(sum(1 for t in athletes if t in poses and poses[t].mean_score >= 0.5))
         run.pose_calls += sum(1 for t, tr in tracks.items() if tr.is_athlete or pose.options.all_tracks)
-        src = round(frame.pts * (frame.source_fps or 25.0))
-        run.boxes[src] = [tracks[t].box for t in athletes]
+        run.boxes[frame.source_index] = [tracks[t].box for t in athletes]
         if annotate is not None:
             image = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
             tracker.draw(frame, image)
