@@ -1,7 +1,8 @@
 """tracker: find people, follow them with norfair, and pick the athlete(s) among them.
 
 A person detector (plugins.person_detector) runs every ``detect_every`` frames; norfair's
-Kalman filters carry the boxes in between and keep identities (IoU matching). Broadcast
+Kalman filters carry the boxes in between and keep identities (IoU matching against the
+prediction or the track's last detected box, whichever overlaps more). Broadcast
 views show players 60-250 px tall in a 1080p frame, too small for the BlazePose detector
 on the whole frame, so on large frames it runs sliced: each detection pass looks in a
 search window around the leading tracks (the cheap path: ``window_scale`` × the box, seen
@@ -25,7 +26,7 @@ import numpy as np
 from vpd_stream.annotations import Key, Track
 from plugins.athlete_selection import AthleteSelector, SelectionParams
 from plugins.person_detector import (DETECTORS, ONNX_LAYOUTS, PersonDetector, Region, SlicedDetector,
-                                     make_detector, region_sees, search_window, tile_grid)
+                                     box_iou, make_detector, region_sees, search_window, tile_grid)
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Frame
 from vpd_stream.plugin import Plugin, PluginContext
@@ -145,8 +146,9 @@ class TrackerPlugin(Plugin):
             life = max(keep_frames, 2 * o.detect_every, 2, (slow + 1) * o.detect_every if sweep else 0)
             period = (life + 1) // 2
             delay = period if o.confirm_detections == 2 else period - 1
-            tracker = Tracker(distance_function=_box_distance, distance_threshold=1.0 - o.iou_threshold,
+            tracker = Tracker(distance_function="iou", distance_threshold=1.0 - o.iou_threshold,
                               hit_counter_max=2 * period, initialization_delay=delay)
+            tracker.distance_function = PredictionOrLastBox()  # norfair's constructor takes names or scalar functions
             motion = None
             if o.camera_motion:
                 from norfair.camera_motion import MotionEstimator
@@ -295,27 +297,22 @@ def _box(estimate: np.ndarray) -> np.ndarray:
     return np.array([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], np.float32)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = min(a[2], b[2]) - max(a[0], b[0])
-    iy = min(a[3], b[3]) - max(a[1], b[1])
-    if ix <= 0 or iy <= 0:
-        return 0.0
-    inter = ix * iy
-    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+class PredictionOrLastBox:
+    """norfair distance (its vectorized ``get_distances``): 1 - the larger IoU of each
+    detection with each track's Kalman prediction and with the box it was last detected at.
+    A player who sprints and then stops (a tennis player reaching a wide ball, then walking
+    to the net) leaves the constant-velocity prediction overshooting: matched against the
+    prediction alone he started a fresh track while the old one coasted off as a ghost
+    athlete (tennis_broadcast_rally, frames 64-75)."""
 
-
-def _box_distance(detection: Any, obj: Any) -> float:
-    """1 - IoU of a detection with the track: with its Kalman prediction, or with the box it
-    was last detected at, whichever overlaps more. A player who sprints and then stops
-    (a tennis player reaching the ball, then walking to the net) leaves the constant-velocity
-    prediction overshooting; the prediction alone then misses him, a fresh track starts
-    on him and the old one coasts off as a ghost."""
-    box = _box(detection.points)
-    best = _iou(box, _box(obj.estimate))
-    last = obj.last_detection
-    if last is not None and best < 1.0:
-        best = max(best, _iou(box, _box(last.points)))
-    return 1.0 - best
+    def get_distances(self, objects: list, candidates: list | None) -> np.ndarray:
+        if not objects or not candidates:
+            return np.full((len(candidates or ()), len(objects)), np.inf, np.float32)
+        boxes = np.stack([_box(c.points) for c in candidates])
+        predicted = box_iou(boxes, np.stack([_box(obj.estimate) for obj in objects]))
+        last = box_iou(boxes, np.stack([_box(obj.last_detection.points) if obj.last_detection is not None
+                                        else _box(obj.estimate) for obj in objects]))
+        return (1.0 - np.maximum(predicted, last)).astype(np.float32)
 
 
 def _detections(found: list) -> list:
