@@ -9,7 +9,6 @@ the track was last detected at. Generated boxes, the real norfair tracker.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from plugins.tracker import PredictionOrLastBox
 
