@@ -28,13 +28,13 @@ def test_players_are_found_in_tiles_not_in_the_whole_frame(videos_dir):
     tall); on tiles at its own scale it finds both, one box each, on four labelled frames.
     (A single detection's box comes from BlazePose's alignment circle: the tracker's
     smoothed boxes fit better, see the slow test.)"""
-    fps, labelled = load_labelled_boxes()
+    _, labelled = load_labelled_boxes()
     wanted = (0, 30, 60, 90)
     base = BlazePoseDetector()
     sliced = SlicedDetector(base)
     best = []
     for frame in decode(_clip(videos_dir, RALLY), limit=80):
-        src = round(frame.pts * fps)
+        src = frame.source_index  # the source frame the real source resampled to this one
         if src not in wanted:
             continue
         players = np.array(labelled[src], np.float32)
