@@ -31,7 +31,7 @@ def calibrate_detector(head: Path, data: Path, out: Path) -> dict:
     from .penn_action import load_penn_action
 
     bundle = load_heads(head, kind="detector")
-    fs = get_feature_set("pose2d")  # the stream's "pose" feature
+    fs = get_feature_set(bundle.meta.get("feature_set", "pose2d"))  # the features it was trained on
     train = [c for c in load_penn_action(data) if c.train]
     seqs = concat_sequences([fs.extract(c) for c in train], [c.action in SWING_CLASSES for c in train],
                             [c.clip_id for c in train], 30, seed=0)
@@ -60,7 +60,7 @@ def calibrate_recognizer(head: Path, data: Path, out: Path) -> dict:
     from .recognition import stratified_val
 
     bundle = load_heads(head, kind="recognizer")
-    fs = get_feature_set("pose2d")
+    fs = get_feature_set(bundle.meta.get("feature_set", "pose2d"))  # the features it was trained on
     train = [c for c in load_penn_action(data) if c.train]
     y = np.array([c.label for c in train])
     val = np.flatnonzero(stratified_val(y, 0.2, np.random.default_rng(0)))  # train_recognizer's split (seed 0)
