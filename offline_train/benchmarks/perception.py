@@ -156,8 +156,6 @@ def bench_resolution(video: Path, height: int, frames: int, raft_frames: int) ->
     pose.close()
 
     if raft_frames > 0:
-        import torch
-
         from engines.torch_engine import TorchEngine
         from plugins.flow import _raft_uint8_module
         from vpd_stream.models.raft import build_raft
