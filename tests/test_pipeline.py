@@ -13,6 +13,7 @@ from vpd_stream.plugin import Plugin, available_plugins, load_plugin_class, vali
 from vpd_stream.queues import FrameQueue
 from vpd_stream.sinks import JsonlSink
 from vpd_stream.sources import VideoSource
+from vpd_stream.testing import InMemorySource
 
 
 class Counter(Plugin):
@@ -174,3 +175,17 @@ def test_event_printer_shows_the_recognizer_label_and_both_scores() -> None:
         "[cam] 00:00.08–00:01.64 (frames 2–41) track 1: swing score 0.37",
         "[cam] 00:00.08–00:01.64 (frames 2–41) track 1: bowl 0.88 (swing score 0.37)",
     ]
+
+
+class CrashingSource(InMemorySource):
+    def frames(self, stop):
+        raise RuntimeError("decoder bug")
+        yield
+
+
+def test_source_crash_message_hides_the_url_password():
+    source = CrashingSource([], stream_id="cam", spec="rtsp://admin:secret@cam.local:554/live")
+    summary = Pipeline([source], [Counter()], [], queue_size=2).run()
+    error = summary.streams[0].error
+    assert "rtsp://admin:***@cam.local:554/live: decoding failed unexpectedly (RuntimeError: decoder bug)" in error
+    assert "secret" not in error

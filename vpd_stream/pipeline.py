@@ -30,7 +30,7 @@ from .frame import EndOfStream, Frame
 from .metrics import Metrics
 from .plugin import Plugin, PluginContext, validate_chain, with_prefix
 from .queues import FrameQueue
-from .sources import VideoSource
+from .sources import VideoSource, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class Pipeline:
             eos.error = summary.error = str(exc)
         except Exception as exc:  # a decoder bug must end this stream, not the process
             log.debug("source %s crashed", sid, exc_info=True)
-            eos.error = summary.error = f"{source.spec}: decoding failed unexpectedly ({type(exc).__name__}: {exc})"
+            eos.error = summary.error = f"{redact_url(source.spec)}: decoding failed unexpectedly ({type(exc).__name__}: {exc})"
         finally:
             summary.reconnects = source.status.reconnects
             eos.frames = summary.decoded
