@@ -47,7 +47,7 @@ from torch import nn
 
 from engines import Engine, create_engine, run_chunked
 from vpd_stream.annotations import FEATURE_SOURCES, Key, feature_vector
-from vpd_stream.errors import ConfigError
+from vpd_stream.errors import ConfigError, ModelError
 from vpd_stream.frame import EndOfStream, Event, Frame
 from vpd_stream.heads.intervals import shape_interval
 from vpd_stream.heads.windows import (
@@ -114,9 +114,8 @@ def sliding_window_activations(engine: Engine | list[nn.Module], features: np.nd
                            window, stride, lookahead, weighting)
 
 
-def _head_features(path: str | Path) -> str:
-    from vpd_stream.errors import ModelError
-
+def head_features_or_pose(path: str | Path) -> str:
+    """What the head at ``path`` was trained on; ``"pose"`` when it cannot be read yet."""
     try:
         return head_features(path)
     except ModelError:
@@ -187,7 +186,7 @@ class DetectorPlugin(Plugin):
         super().__init__(options)
         o = self.options
         if not o.features:  # the head says what it consumes, so the chain check knows before setup
-            o.features = _head_features(o.weights or DEFAULT_DETECTOR)
+            o.features = head_features_or_pose(o.weights or DEFAULT_DETECTOR)
         if o.features not in FEATURE_SOURCES:
             raise ConfigError(f"detector: features must be 'pose', 'pose_box' or 'embedding', not {o.features!r}")
         if o.window < 1 or not 1 <= o.stride <= o.window:

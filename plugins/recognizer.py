@@ -28,34 +28,30 @@ import numpy as np
 from engines import create_engine
 from vpd_stream.annotations import FEATURE_SOURCES, Key, feature_vector
 from vpd_stream.dtw import DtwIndex
-from vpd_stream.errors import ConfigError
+from vpd_stream.errors import ConfigError, ModelError
 from vpd_stream.frame import EndOfStream, Event, Frame
 from vpd_stream.heads.ensemble import predict_proba
 from vpd_stream.heads.nns import exact_flip_min_costs, flip_min_costs
 from vpd_stream.models.head_io import load_heads
-from vpd_stream.models.nns_index import load_nns_index
+from vpd_stream.models.nns_index import index_meta, load_nns_index
 from vpd_stream.plugin import Plugin, PluginContext
 from vpd_stream.skeleton import flip_features
 
-from .detector import check_head_features
+from .detector import check_head_features, head_features_or_pose
 
 DEFAULT_RECOGNIZER = Path(__file__).resolve().parent / "weights" / "penn_recognizer"
 UNKNOWN_LABEL = "unknown"
 
 
 def _model_features(options: Any) -> str:
-    from vpd_stream.errors import ModelError
-    from vpd_stream.models.head_io import head_meta
-    from vpd_stream.models.nns_index import index_meta
-
+    if options.method != "nns":
+        return head_features_or_pose(options.weights or DEFAULT_RECOGNIZER)
+    if not options.index:
+        return "pose"  # __init__ says that an index is needed
     try:
-        if options.method == "nns":
-            if not options.index:
-                return "pose"  # __init__ says that an index is needed
-            return str(index_meta(options.index).get("features") or "pose")
-        return str(head_meta(options.weights or DEFAULT_RECOGNIZER).get("features") or "pose")
+        return str(index_meta(options.index).get("features") or "pose")
     except ModelError:
-        return "pose"  # setup() reports the missing or broken model in its own words
+        return "pose"  # setup() reports the missing or broken index in its own words
 
 
 class RecognizerPlugin(Plugin):
