@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import io
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from vpd_stream.testing import encode_video
 
 
 def pattern(index: int, width: int, height: int) -> np.ndarray:
@@ -39,24 +40,8 @@ def make_ts_bytes(fps: float = 25, frames: int = 100, size: tuple[int, int] = (1
 
 
 def _encode(container, codec, fps, frames, width, height, gop, vfr_times) -> None:
-    rate = Fraction(fps).limit_denominator(1001)
-    stream = container.add_stream(codec, rate=rate)
-    stream.width, stream.height = width, height
-    stream.pix_fmt = "yuv420p"
-    stream.gop_size = gop
-    if codec == "libx264":
-        stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
-    elif codec == "libx265":
-        stream.options = {"preset": "ultrafast", "x265-params": "log-level=none"}
-    elif codec == "libvpx-vp9":
-        stream.options = {"deadline": "realtime", "cpu-used": "8"}
-    time_base = Fraction(1, 1000) if vfr_times else 1 / rate
-    stream.codec_context.time_base = time_base
-    for i in range(frames):
-        frame = av.VideoFrame.from_ndarray(pattern(i, width, height), format="rgb24")
-        frame.pts = int(round(vfr_times[i] * 1000)) if vfr_times else i
-        frame.time_base = time_base
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode(None):
-        container.mux(packet)
+    options = {"libx264": {"preset": "ultrafast", "tune": "zerolatency"},
+               "libx265": {"preset": "ultrafast", "x265-params": "log-level=none"},
+               "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"}}.get(codec)
+    encode_video(container, (pattern(i, width, height) for i in range(frames)), fps, (width, height), codec,
+                 gop=gop, options=options, times=vfr_times)

@@ -179,27 +179,42 @@ def make_clip(path: str | Path, frames: int = 50, size: tuple[int, int] = DEFAUL
         raise ValueError(f"fps must be positive, got {fps}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rate = Fraction(fps).limit_denominator(1001)
+    options = {"libx264": {"preset": "ultrafast", "crf": "18"},
+               "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"}}.get(codec)
     with av.open(str(path), mode="w") as container:
-        stream: Any = container.add_stream(codec, rate=rate)  # a VideoStream
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        stream.gop_size = gop
-        if codec == "libx264":
-            stream.options = {"preset": "ultrafast", "crf": "18"}
-        elif codec == "libvpx-vp9":
-            stream.options = {"deadline": "realtime", "cpu-used": "8"}
-        stream.codec_context.time_base = 1 / rate
-        for i in range(frames):
-            picture = av.VideoFrame.from_ndarray(synthetic_image(i, frames, size, figure=figure, ball=ball),
-                                                 format="rgb24")
-            picture.pts = i
-            picture.time_base = 1 / rate
-            for packet in stream.encode(picture):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+        encode_video(container, (synthetic_image(i, frames, size, figure=figure, ball=ball) for i in range(frames)),
+                     fps, size, codec, gop=gop, options=options)
     return path
+
+
+def encode_video(container: Any, images: Iterable[np.ndarray], fps: float, size: tuple[int, int],
+                 codec: str = "libx264", *, gop: int = 10, options: Mapping[str, str] | None = None,
+                 times: Sequence[float] | None = None) -> None:
+    """Encode H×W×3 uint8 RGB ``images`` as a yuv420p video stream of an open PyAV output
+    ``container`` and flush the encoder.
+
+    Frame i is stamped i / fps, or ``times[i]`` seconds (millisecond time base) when given.
+    ``options`` are the encoder's (FFmpeg private options).
+    """
+    import av
+
+    rate = Fraction(fps).limit_denominator(1001)
+    stream: Any = container.add_stream(codec, rate=rate)  # a VideoStream
+    stream.width, stream.height = size
+    stream.pix_fmt = "yuv420p"
+    stream.gop_size = gop
+    if options is not None:
+        stream.options = dict(options)
+    time_base = Fraction(1, 1000) if times else 1 / rate
+    stream.codec_context.time_base = time_base
+    for i, image in enumerate(images):
+        picture = av.VideoFrame.from_ndarray(image, format="rgb24")
+        picture.pts = int(round(times[i] * 1000)) if times else i
+        picture.time_base = time_base
+        for packet in stream.encode(picture):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
 
 
 def frames_from_arrays(arrays: Iterable[np.ndarray], *, fps: float | None = 25.0, stream_id: str = "test",
