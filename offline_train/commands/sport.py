@@ -8,27 +8,17 @@ Action (``offline_train.commands``).
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
 
+from vpd_stream.data_dir import data_folder
 from vpd_stream.errors import ConfigError, VpdError
 
+from .common import set_threads
+
 ARCHS = ["bigru", "bilstm", "bigru_attn", "bilstm_attn", "cnn"]
-
-
-def _default_data() -> Path:
-    env = os.environ.get("VPD_DATA_DIR")
-    base = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return base / "penn_action"
-
-
-def _threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, n))
 
 
 def _command(name: str) -> str:
@@ -66,7 +56,7 @@ def _actions(text: str | None) -> set[str] | None:
 @click.pass_context
 def train_recognizer(ctx, labels, store, poses, features, out, data, epochs, arch, threads) -> None:
     """A recognizer of the labels' classes (or, without --labels, the 15-class Penn Action one)."""
-    _threads(threads)
+    set_threads(threads)
     if labels is None:
         from offline_train.commands import heads  # not `from .commands`: no cycle
 
@@ -94,7 +84,7 @@ def train_detector(ctx, labels, store, poses, features, out, action, data, steps
     """A detector of the labelled spans, its event threshold chosen on its validation folds."""
     from ..action_detection import DetectorTrainConfig
 
-    _threads(threads)
+    set_threads(threads)
     if labels is None:
         from offline_train.commands import heads  # not `from .commands`: no cycle
 
@@ -117,7 +107,7 @@ def train_detector(ctx, labels, store, poses, features, out, action, data, steps
 @click.pass_context
 def train_nns_index(ctx, labels, store, poses, features, out, data, threads) -> None:
     """An NNS-DTW index of the labelled spans (or, without --labels, of Penn Action's train clips)."""
-    _threads(threads)
+    set_threads(threads)
     if labels is None:  # the Penn Action index; --features names one of its feature sets (default: its own)
         from offline_train.commands import heads  # not `from .commands`: no cycle
 
@@ -161,7 +151,7 @@ def eval_few_shot(labels, store, poses, features, task, ks, splits, folds, split
     from ..fewshot_eval import FewShotOptions, markdown, parse_ks, plot, run_fewshot
     from ..labels import load_labels
 
-    _threads(threads)
+    set_threads(threads)
     t0 = time.time()
     lab = load_labels(labels)
     specs = [s.strip() for s in features.split(",") if s.strip()]
@@ -199,7 +189,7 @@ def poses_penn(data, out, fps) -> None:
     """Penn Action as keypoint clips (visibility 0 -> score 0) and labels.csv (video,label,split,view)."""
     from ..penn_action import export_poses
 
-    n, labels = export_poses(data or _default_data(), out, fps)
+    n, labels = export_poses(data_folder(data, "penn_action", "Penn Action"), out, fps)
     click.echo(f"wrote {n} clips to {out} and {labels}")
 
 
