@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 CLI = [sys.executable, "-m", "vpd_stream.cli"]
@@ -30,3 +31,10 @@ def jsonl_records(path: Path) -> list[dict]:
     text = path.read_text()
     assert text == "" or text.endswith("\n")
     return [json.loads(line) for line in text.splitlines()]
+
+
+def wait_for_output(out: Path, size: int = 2000, timeout: float = 30.0) -> None:
+    """Wait until the run has written ``size`` bytes to ``out`` (or ``timeout`` passed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < size):
+        time.sleep(0.2)

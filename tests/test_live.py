@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from clips import make_clip, make_ts_bytes
-from cli_helpers import CLI, assert_clean_error, jsonl_records, run_cli
+from cli_helpers import CLI, assert_clean_error, jsonl_records, run_cli, wait_for_output
 from live_feed import LiveFeedServer
 
 FAST_RECONNECT = """
@@ -117,9 +117,7 @@ def test_ctrl_c_drains_and_exits_zero(tmp_path, ts_feed):
     with LiveFeedServer(ts_feed, duration=30.0) as feed:
         proc = subprocess.Popen([*CLI, "run", "--chain", "framerecord", feed.url, "-o", str(out), "--config", str(config)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 2000):
-            time.sleep(0.2)
+        wait_for_output(out)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()
@@ -153,12 +151,6 @@ class StderrLines:
     def text(self) -> str:
         self._thread.join(5.0)
         return "".join(self.lines)
-
-
-def wait_for_output(out, size: int = 2000, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < size):
-        time.sleep(0.2)
 
 
 def test_sigterm_drains_like_the_first_ctrl_c(tmp_path, ts_feed):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from clips import make_clip, make_ts_bytes
-from cli_helpers import CLI, jsonl_records
+from cli_helpers import CLI, jsonl_records, wait_for_output
 from live_feed import LiveFeedServer
 from vpd_stream.config import Config
 from vpd_stream.errors import InputError
@@ -94,9 +94,7 @@ def test_sigterm_to_the_cli_drains_and_exits_zero(tmp_path):
     with LiveFeedServer(feed_bytes, duration=20.0) as feed:
         proc = subprocess.Popen([*CLI, "run", "--chain", "framerecord", feed.url, "-o", str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 2000):
-            time.sleep(0.2)
+        wait_for_output(out)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     text = err.decode()
