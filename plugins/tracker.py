@@ -327,7 +327,6 @@ def _drop_cut_views_of_tracked(found: list, objects: list) -> list:
     window then sees the person whole), but must not pull a live track onto that part."""
     if not objects or not any(d.cut for d in found):
         return found
-    from plugins.person_detector import box_iou
 
     live = np.stack([_box(obj.estimate) for obj in objects])
     keep = []
