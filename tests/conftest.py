@@ -10,15 +10,11 @@ from vpd_stream.data_dir import find_data_root
 REPO = Path(__file__).resolve().parents[1]
 
 
-def find_data_dir() -> Path | None:
-    """$VPD_DATA_DIR, else ../shared/data next to the repository: the rule the offline
-    commands use too (vpd_stream.data_dir)."""
-    return find_data_root()
-
-
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    path = find_data_dir()
+    """$VPD_DATA_DIR, else ../shared/data next to the repository: the rule the offline
+    commands use too (vpd_stream.data_dir)."""
+    path = find_data_root()
     if path is None:
         pytest.skip("real data not found: set VPD_DATA_DIR or place it at ../shared/data")
     return path
