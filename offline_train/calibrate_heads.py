@@ -24,15 +24,14 @@ from .sport_heads import UNKNOWN_PERCENTILE, choose_threshold
 WEIGHTS = Path(__file__).resolve().parents[1] / "plugins" / "weights"
 
 
-def calibrate_detector(head: Path, data: Path, out: Path) -> dict:
+def calibrate_detector(head: Path, train: list, out: Path) -> dict:
+    """``train``: the Penn Action official train clips."""
     from vpd_stream.models.head_io import HeadBundle, load_heads, save_heads
 
     from .features import get_feature_set
-    from .penn_action import load_penn_action
 
     bundle = load_heads(head, kind="detector")
     fs = get_feature_set(bundle.meta.get("feature_set", "pose2d"))  # the features it was trained on
-    train = [c for c in load_penn_action(data) if c.train]
     seqs = concat_sequences([fs.extract(c) for c in train], [c.action in SWING_CLASSES for c in train],
                             [c.clip_id for c in train], 30, seed=0)
     folds = np.array_split(np.arange(len(seqs)), len(bundle.models))
@@ -51,17 +50,16 @@ def calibrate_detector(head: Path, data: Path, out: Path) -> dict:
     return meta["threshold_calibration"] | {"threshold": thr}
 
 
-def calibrate_recognizer(head: Path, data: Path, out: Path) -> dict:
+def calibrate_recognizer(head: Path, train: list, out: Path) -> dict:
+    """``train``: the Penn Action official train clips."""
     from vpd_stream.heads.ensemble import predict_proba
     from vpd_stream.models.head_io import HeadBundle, load_heads, save_heads
 
     from .features import get_feature_set
-    from .penn_action import load_penn_action
     from .recognition import stratified_val
 
     bundle = load_heads(head, kind="recognizer")
     fs = get_feature_set(bundle.meta.get("feature_set", "pose2d"))  # the features it was trained on
-    train = [c for c in load_penn_action(data) if c.train]
     y = np.array([c.label for c in train])
     val = np.flatnonzero(stratified_val(y, 0.2, np.random.default_rng(0)))  # train_recognizer's split (seed 0)
     probs = predict_proba(bundle.models, [fs.extract(train[i]) for i in val], fs.flip) / 2  # two flip views
@@ -79,13 +77,15 @@ def calibrate_recognizer(head: Path, data: Path, out: Path) -> dict:
 def main() -> None:
     from vpd_stream.data_dir import data_folder
 
+    from .penn_action import load_penn_action
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--data", type=Path, default=None)
     a = ap.parse_args()
-    data = data_folder(a.data, "penn_action", "Penn Action")
-    print("detector", calibrate_detector(WEIGHTS / "penn_swing_detector", data, a.out / "penn_swing_detector"))
-    print("recognizer", calibrate_recognizer(WEIGHTS / "penn_recognizer", data, a.out / "penn_recognizer"))
+    train = [c for c in load_penn_action(data_folder(a.data, "penn_action", "Penn Action")) if c.train]  # read once
+    print("detector", calibrate_detector(WEIGHTS / "penn_swing_detector", train, a.out / "penn_swing_detector"))
+    print("recognizer", calibrate_recognizer(WEIGHTS / "penn_recognizer", train, a.out / "penn_recognizer"))
 
 
 if __name__ == "__main__":
