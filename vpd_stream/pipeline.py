@@ -111,10 +111,7 @@ class Pipeline:
     def run(self) -> RunSummary:
         started = time.monotonic()
         for plugin in self.plugins:
-            try:
-                plugin.setup(self.context)  # models load here, before the first frame is decoded
-            except VpdError as exc:
-                raise type(exc)(with_prefix(plugin.name, str(exc))) from None
+            self._setup(plugin)  # models load here, before the first frame is decoded
         m = self.metrics
         self._queues = [FrameQueue(self.queue_size, self._depth_setter("ingest"))]
         for plugin in self.plugins:
@@ -164,13 +161,17 @@ class Pipeline:
         replicas = []
         for _ in range(count):
             replica = type(plugin)(copy.deepcopy(plugin.options))
-            try:
-                replica.setup(self.context)
-            except VpdError as exc:
-                raise type(exc)(with_prefix(plugin.name, str(exc))) from None
+            self._setup(replica)
             replicas.append(replica)
             self._replicas.append(replica)
         return replicas
+
+    def _setup(self, plugin: Plugin) -> None:
+        """``plugin.setup``; a VpdError it raises comes back prefixed with the plugin's section."""
+        try:
+            plugin.setup(self.context)
+        except VpdError as exc:
+            raise type(exc)(with_prefix(plugin.name, str(exc))) from None
 
     # -- threads ------------------------------------------------------------------------
 
