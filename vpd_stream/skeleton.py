@@ -9,12 +9,12 @@ among the shoulders and hips). A left/right flip swaps the paired joints and neg
 Missing joints (one rule for every place poses enter: Penn Action labels, the BlazePose
 teacher, VIPE* inputs, JMRN heatmaps). A joint is *missing* when its score is below
 ``MIN_JOINT_SCORE`` or its coordinates are not finite; Penn's ``visibility == 0`` joints
-arrive as score 0 (their stale x, y may be anything, NaN included). A missing joint takes
+arrive as score 0 (their stale x, y may be anything, NaN included). A missing joint's
 normalized position is the origin of the normalized frame: the hip centre for the VPD
-26-d feature (after the paper's normalization, which stays as defined), the box centre
-for the box-normalized feature (whose box is made of present joints only). Measured on Penn Action NNS-DTW (RESULTS.md, issue 15): the fixed
-position beats leaving the joint out of the distance by ~50 points, and lifts the VPD
-feature from 88.6 % (stale coordinates used) to 92.9 %.
+26-d feature (after the paper's normalization, which stays as defined), the centre of
+the box-normalized feature (made of present joints only). Measured on Penn Action NNS-DTW
+(RESULTS.md, issue 15): the fixed position beats leaving the joint out of the distance by
+~50 points, and lifts the VPD feature from 88.6 % (stale coordinates used) to 92.9 %.
 
 Box-normalized feature (``box_features``): centre on the mean of the present joints,
 divide by the larger side of the person's box — the extent of the joints that are present
