@@ -182,6 +182,7 @@ class Pipeline:
         decoded = m.label(m.frames_decoded, stream=sid)
         dropped = m.label(m.frames_dropped, stream=sid, reason="backpressure")
         blocked = m.label(m.blocked, stream=sid)
+        on_block = lambda b: blocked.set(1 if b else 0)  # noqa: E731 - made once per stream, not per frame
         eos = EndOfStream(sid)
         try:
             for frame in source.frames(self.stop_event):
@@ -190,7 +191,7 @@ class Pipeline:
                 decoded.inc()
                 summary.decoded += 1
                 old = ingest.put(frame, lane=sid, drop_oldest=source.is_live, stop=self._abort,
-                                 on_block=lambda b: blocked.set(1 if b else 0))
+                                 on_block=on_block)
                 if old is not None:
                     dropped.inc()
                     summary.dropped += 1
