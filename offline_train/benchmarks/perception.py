@@ -219,6 +219,20 @@ class TrackStats:
         return float(np.mean(np.array(self.pose_scores) >= 0.5)) if self.pose_scores else 0.0
 
 
+def _write_annotated(writer: Any, path: Path, frame: Frame, plugins: Any) -> Any:
+    """Append ``frame``, drawn by ``plugins`` and labelled with its index, to the annotated video
+    at ``path``; the writer is opened on the first frame (None before). Returns the writer."""
+    image = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
+    for p in plugins:
+        p.draw(frame, image)
+    cv2.putText(image, f"frame {frame.index}", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 255), 2)
+    if writer is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (image.shape[1], image.shape[0]))
+    writer.write(image)
+    return writer
+
+
 def run_chain(video: Path, plugins: list[Any], limit: int | None = None, annotate: Path | None = None) -> TrackStats:
     for p in plugins:
         p.setup(p.context)
@@ -234,15 +248,7 @@ def run_chain(video: Path, plugins: list[Any], limit: int | None = None, annotat
         if "pose" in frame.annotations:
             stats.pose_scores.append(max([p.mean_score for p in frame.annotations["pose"].values()], default=0.0))
         if annotate is not None:
-            image = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
-            for p in plugins:
-                p.draw(frame, image)
-            cv2.putText(image, f"frame {frame.index}", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 255), 2)
-            if writer is None:
-                annotate.parent.mkdir(parents=True, exist_ok=True)
-                writer = cv2.VideoWriter(str(annotate), cv2.VideoWriter_fourcc(*"mp4v"), 10.0,
-                                         (image.shape[1], image.shape[0]))
-            writer.write(image)
+            writer = _write_annotated(writer, annotate, frame, plugins)
     for p in plugins:
         p.close()
     if writer is not None:
@@ -365,15 +371,7 @@ def run_athletes(video: Path, max_athletes: int, annotate: Path | None = None, l
         run.pose_calls += sum(1 for t, tr in tracks.items() if tr.is_athlete or pose.options.all_tracks)
         run.boxes[frame.source_index] = [tracks[t].box for t in athletes]
         if annotate is not None:
-            image = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
-            tracker.draw(frame, image)
-            pose.draw(frame, image)
-            cv2.putText(image, f"frame {frame.index}", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 255), 2)
-            if writer is None:
-                annotate.parent.mkdir(parents=True, exist_ok=True)
-                writer = cv2.VideoWriter(str(annotate), cv2.VideoWriter_fourcc(*"mp4v"), 10.0,
-                                         (image.shape[1], image.shape[0]))
-            writer.write(image)
+            writer = _write_annotated(writer, annotate, frame, (tracker, pose))
     o = tracker.options
     run.detector_calls = getattr(tracker._detector, "calls", None) or -(-run.frames // o.detect_every)
     for p in (tracker, pose):
