@@ -408,19 +408,24 @@ def _gate(reference: Any, engines: dict, results: dict, inputs: dict, probe: Any
 
 def _make_engine(student: Any, path: CpuPath, *, threads: int, batch: int, calib: Any,
                  cache_root: str | Path | None) -> Any:
+    onnx = cached_int8(student, calib, cache_root) if path.backend != "torch" and path.precision == "int8" else None
+    return _cpu_engine(student, path, onnx, max_batch=batch, threads=threads, cache_root=cache_root)
+
+
+def _cpu_engine(student: Any, path: CpuPath, onnx: str | Path | None, *, max_batch: int, threads: int,
+                cache_root: str | Path | None) -> Any:
+    """The torch engine, or onnxruntime on ``onnx`` (default: the cached fp32 export)."""
     from .onnxruntime_engine import OnnxRuntimeEngine
     from .torch_engine import TorchEngine
 
     if path.backend == "torch":
-        return TorchEngine(student.module, max_batch=batch, precision=path.precision,
+        return TorchEngine(student.module, max_batch=max_batch, precision=path.precision,
                            freeze=path.precision == "bf16")
-    if path.precision == "int8":
-        onnx = cached_int8(student, calib, cache_root)
-    else:
+    if not onnx:
         from .student import cached_export
 
         onnx = cached_export(student, "fp32", cache_root)
-    return OnnxRuntimeEngine(onnx, max_batch=batch, precision=path.precision, threads=threads)
+    return OnnxRuntimeEngine(onnx, max_batch=max_batch, precision=path.precision, threads=threads)
 
 
 def cached_int8(student: Any, calib: Any, cache_root: str | Path | None = None) -> Path:
@@ -441,15 +446,5 @@ def cached_int8(student: Any, calib: Any, cache_root: str | Path | None = None) 
 def engine_for(student: Any, choice: Dispatch, *, max_batch: int, threads: int = 0,
                cache_root: str | Path | None = None) -> Any:
     """The engine of the dispatch's choice for ``student``."""
-    from .onnxruntime_engine import OnnxRuntimeEngine
-    from .torch_engine import TorchEngine
-
-    if choice.backend == "torch":
-        return TorchEngine(student.module, max_batch=max_batch, precision=choice.precision,
-                           freeze=choice.precision == "bf16")
-    onnx = choice.onnx_path
-    if not onnx:
-        from .student import cached_export
-
-        onnx = cached_export(student, "fp32", cache_root)
-    return OnnxRuntimeEngine(onnx, max_batch=max_batch, precision=choice.precision, threads=threads)
+    return _cpu_engine(student, choice.path, choice.onnx_path, max_batch=max_batch, threads=threads,
+                       cache_root=cache_root)
