@@ -196,7 +196,7 @@ class VideoSource:
             return
         if urlparse(self.spec).scheme.lower() not in HTTP_SCHEMES:
             return
-        served = _probe_http(self.spec, self.config.open_timeout, self.shown)
+        served = _probe_http(self.spec, self.config.open_timeout)
         if served in ("hls-vod", "hls-live"):
             self.is_hls = True
         if served in ("file", "hls-vod"):
@@ -554,7 +554,7 @@ def display_quarter_turns(frame) -> int:
     return int(round(angle / 90.0)) % 4
 
 
-def _probe_http(url: str, timeout: float, shown: str | None = None) -> str:
+def _probe_http(url: str, timeout: float) -> str:
     """What an http(s) URL serves: 'file', 'hls-vod', 'hls-live', 'stream' or 'unknown'.
 
     A 4xx answer (not found, unauthorized, forbidden) is a ``FeedRefusedError`` at once; a
@@ -565,7 +565,7 @@ def _probe_http(url: str, timeout: float, shown: str | None = None) -> str:
     except urllib.error.HTTPError as exc:
         if 400 <= exc.code < 500 and exc.code not in (408, 429):
             what = {401: "access refused", 403: "access refused", 404: "not found"}.get(exc.code, "refused")
-            raise FeedRefusedError(f"{shown or redact_url(url)}: {what} (the server answered {exc.code} {exc.reason}); check the URL"
+            raise FeedRefusedError(f"{redact_url(url)}: {what} (the server answered {exc.code} {exc.reason}); check the URL"
                                    + (" and its credentials" if exc.code in (401, 403) else "")) from None
         return "unknown"
     except (urllib.error.URLError, OSError, ValueError):
