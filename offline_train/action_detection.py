@@ -240,6 +240,7 @@ def train_default_detector(data, out, steps: int, folds: int, command: str, thre
     """
     from pathlib import Path
 
+    from plugins.detector import DEFAULT_DETECTOR
     from vpd_stream.models.head_io import HeadBundle, save_heads
 
     from .features import get_feature_set
@@ -271,7 +272,7 @@ def train_default_detector(data, out, steps: int, folds: int, command: str, thre
     preds = [proposals(activations(models, q.features), mean_len, threshold) for q in test_seqs]
     aps = ap_table(preds, [q.intervals for q in test_seqs])
     log("test AP " + ", ".join(f"tIoU {t}: {100 * a:.1f}" for t, a in aps.items()))
-    path = Path(out) if out else Path(__file__).resolve().parents[1] / "plugins" / "weights" / "penn_swing_detector"
+    path = Path(out) if out else DEFAULT_DETECTOR  # where the detector plugin loads it from
     meta = {"action": "swing", "action_classes": list(SWING_CLASSES), "features": "pose",
             "feature_set": "pose2d", "fps": 25.0, "mean_action_length": mean_len,
             "threshold": event_threshold, "threshold_calibration": calibration, "min_length": 3, "window": cfg.window,

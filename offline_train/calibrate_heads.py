@@ -21,8 +21,6 @@ import numpy as np
 from .action_detection import SWING_CLASSES, activations, concat_sequences
 from .sport_heads import UNKNOWN_PERCENTILE, choose_threshold
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "plugins" / "weights"
-
 
 def calibrate_detector(head: Path, train: list, out: Path) -> dict:
     """``train``: the Penn Action official train clips."""
@@ -75,6 +73,8 @@ def calibrate_recognizer(head: Path, train: list, out: Path) -> dict:
 
 
 def main() -> None:
+    from plugins.detector import DEFAULT_DETECTOR
+    from plugins.recognizer import DEFAULT_RECOGNIZER
     from vpd_stream.data_dir import data_folder
 
     from .penn_action import load_penn_action
@@ -84,8 +84,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None)
     a = ap.parse_args()
     train = [c for c in load_penn_action(data_folder(a.data, "penn_action", "Penn Action")) if c.train]  # read once
-    print("detector", calibrate_detector(WEIGHTS / "penn_swing_detector", train, a.out / "penn_swing_detector"))
-    print("recognizer", calibrate_recognizer(WEIGHTS / "penn_recognizer", train, a.out / "penn_recognizer"))
+    print("detector", calibrate_detector(DEFAULT_DETECTOR, train, a.out / "penn_swing_detector"))
+    print("recognizer", calibrate_recognizer(DEFAULT_RECOGNIZER, train, a.out / "penn_recognizer"))
 
 
 if __name__ == "__main__":

@@ -128,6 +128,7 @@ def train_default_recognizer(data, out, epochs: int, arch: str, command: str,
     """Train the 15-class Penn Action recognizer the recognizer plugin loads by default."""
     from pathlib import Path
 
+    from plugins.recognizer import DEFAULT_RECOGNIZER
     from vpd_stream.models.head_io import HeadBundle, save_heads
 
     from .features import STREAM_FEATURES, get_feature_set
@@ -143,7 +144,7 @@ def train_default_recognizer(data, out, epochs: int, arch: str, command: str,
     probs = predict_proba([model], [fs.extract(c) for c in test], fs.flip)
     info["test_top1"] = float((probs.argmax(1) == np.array([c.label for c in test])).mean())
     log(f"test top-1 {info['test_top1']:.3f}")
-    path = Path(out) if out else Path(__file__).resolve().parents[1] / "plugins" / "weights" / "penn_recognizer"
+    path = Path(out) if out else DEFAULT_RECOGNIZER  # where the recognizer plugin loads it from
     meta = {"classes": list(CLASSES), "features": STREAM_FEATURES[feature_set], "feature_set": feature_set, "fps": 25.0,
             "dataset": "Penn Action official train split", "command": command, "metrics": info}
     save_heads(path, HeadBundle(model.cfg, [model], meta))
