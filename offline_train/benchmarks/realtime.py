@@ -116,11 +116,14 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _embedding_heads(root: Path) -> dict[str, str]:
+    from plugins.detector import DEFAULT_DETECTOR
+    from plugins.recognizer import DEFAULT_RECOGNIZER
     from vpd_stream.models.head_io import load_heads, save_heads
 
     out = {}
-    for name, kind in (("penn_swing_detector", "detector"), ("penn_recognizer", "recognizer")):
-        bundle = load_heads(REPO / "plugins" / "weights" / name, kind=kind)
+    for head, kind in ((DEFAULT_DETECTOR, "detector"), (DEFAULT_RECOGNIZER, "recognizer")):
+        name = head.name
+        bundle = load_heads(head, kind=kind)
         bundle.meta = {**bundle.meta, "features": "embedding", "feature_set": "benchmark: pose head as embedding head"}
         save_heads(root / name, bundle)
         out[kind] = str(root / name)
