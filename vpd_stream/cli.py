@@ -220,7 +220,7 @@ def _print_summary(summary) -> None:
         status = "failed" if s.error else "ok"
         err(f"  {s.stream_id}: {s.processed}/{s.decoded} frames processed at {rate:.1f} fps, "
             f"{s.events} detections{extra} [{status}]")
-    for note in getattr(summary, "notes", []):  # e.g. the CPU path the student runs
+    for note in summary.notes:  # e.g. the CPU path the student runs
         err(f"  {note}")
 
 
