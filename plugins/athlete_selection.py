@@ -78,8 +78,8 @@ class AthleteSelector:
             out["in_roi"] = roi_overlap(track.box, p.roi, width, height)
         return out
 
-    def instant_score(self, track: Track, stats: _TrackStats, width: int, height: int) -> float:
-        f = self.factors(track, stats, width, height)
+    def instant_score(self, f: dict[str, float]) -> float:
+        """The instant score from a track's ``factors``."""
         # Age multiplies fully: a box that appeared a moment ago (often a false detection)
         # cannot outrank a person followed for a second. A person partly out of the frame
         # counts by the square of the share in view.
@@ -99,6 +99,7 @@ class AthleteSelector:
         for tid in list(self._stats):
             if tid not in tracks:
                 del self._stats[tid]
+        factors: dict[int, dict[str, float]] = {}  # this frame's, for the scores and _explain
         for tid, track in tracks.items():
             stats = self._stats.setdefault(tid, _TrackStats())
             centre = np.array([(track.box[0] + track.box[2]) / 2, (track.box[1] + track.box[3]) / 2])
@@ -110,7 +111,8 @@ class AthleteSelector:
                 stats.motion += p.smoothing * (step - stats.motion)
             if matched is not None and tid in matched:  # a pass that looked where this track is
                 stats.support += 0.3 * (float(matched[tid]) - stats.support)
-            instant = self.instant_score(track, stats, width, height)
+            factors[tid] = f = self.factors(track, stats, width, height)
+            instant = self.instant_score(f)
             stats.score = instant if stats.score == 0.0 else stats.score + p.smoothing * (instant - stats.score)
 
         # A ghost (a box coasting where the detector has found nobody for several passes)
@@ -134,17 +136,17 @@ class AthleteSelector:
                     self._challenge.clear()
             else:
                 self._challenge.pop(challenger, None)
-        self._explain(tracks, width, height)
+        self._explain(tracks, factors)
         return list(self.athletes)
 
-    def _explain(self, tracks: dict[int, Track], width: int, height: int) -> None:
+    def _explain(self, tracks: dict[int, Track], factors: dict[int, dict[str, float]]) -> None:
         p = self.params
         order = sorted(tracks, key=lambda t: (-self._stats[t].score, t))
         cut = min((self._stats[t].score for t in self.athletes), default=0.0)
         self.reasons = {}
         for rank, tid in enumerate(order, 1):
             stats = self._stats[tid]
-            f = self.factors(tracks[tid], stats, width, height)
+            f = factors[tid]
             parts = ", ".join(f"{k} {v:.2f}" for k, v in f.items())
             head = f"score {stats.score:.4f} (rank {rank} of {len(order)}: {parts})"
             if tid in self.athletes:
