@@ -34,13 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vpd_stream.data_dir import data_root
+
 REPO = Path(__file__).resolve().parents[2]
 CLIPS = "tennis_broadcast_rally.mp4,sprint_start_sports2d.mp4"
-
-
-def _videos_dir() -> Path:
-    env = os.environ.get("VPD_DATA_DIR")
-    return Path(env) / "videos" if env else REPO.parent / "shared" / "data" / "videos"
 
 
 def _peak_rss_mb() -> float:
@@ -217,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     from engines.dispatch import read_cpuinfo
 
     args.workers = [int(w) for w in args.workers.split(",")]
-    clips = [_videos_dir() / c for c in args.clips.split(",")]
+    clips = [data_root() / "videos" / c for c in args.clips.split(",")]
     missing = [str(c) for c in clips if not c.is_file()]
     if missing:
         raise SystemExit(f"error: clips not found: {', '.join(missing)} (set VPD_DATA_DIR)")
