@@ -7,7 +7,6 @@ file; closing after it does not raise again.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import struct
@@ -20,7 +19,7 @@ import numpy as np
 
 from .errors import InputError
 from .frame import EndOfStream, Event, Frame
-from .sinks import Sink
+from .sinks import Sink, write_failure_reason
 
 log = logging.getLogger(__name__)
 EVENT_SHOW_SECONDS = 2.0
@@ -67,7 +66,7 @@ class AnnotatedVideoSink(Sink):
             self._file = _CheckedFile(self.path)
             self._container = av.open(self._file, mode="w", options=options)
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise InputError(f"cannot write {self.path}: {_reason(exc)}") from None
+            raise InputError(f"cannot write {self.path}: {write_failure_reason(exc)}") from None
         codec = _pick_codec()
         rate = Fraction(self.fps).limit_denominator(1001)
         stream = self._container.add_stream(codec, rate=rate)
@@ -119,7 +118,7 @@ class AnnotatedVideoSink(Sink):
             self._file.close()
             if Path(self.path).suffix.lower() in FRAGMENTED and cut_to_whole_boxes(self.path):
                 kept = "; the video is cut back to its last whole fragment and plays up to there"
-        raise InputError(f"cannot write {self.path}: {_reason(exc)}{kept}; free space or write elsewhere "
+        raise InputError(f"cannot write {self.path}: {write_failure_reason(exc)}{kept}; free space or write elsewhere "
                          "(--annotate)") from None
 
     def _header(self, image: np.ndarray, frame: Frame, cv2) -> None:
@@ -207,12 +206,3 @@ def cut_to_whole_boxes(path: str) -> bool:
         return cut > 0
     except OSError:
         return False
-
-
-def _reason(exc: BaseException) -> str:
-    number = getattr(exc, "errno", None)
-    if number == errno.ENOSPC:
-        return "no space left on the device"
-    if number == errno.EFBIG:
-        return "the file size limit was reached"
-    return str(getattr(exc, "strerror", None) or exc)

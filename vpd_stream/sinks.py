@@ -108,9 +108,8 @@ class JsonlSink(Sink):
                 os.ftruncate(self._fd, self._good)
             except OSError:
                 kept = "; its last line may be incomplete" if self.lines else ""
-        reason = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "the file size limit was reached",
-                  errno.EDQUOT: "the disk quota is exhausted"}.get(exc.errno or 0, exc.strerror or str(exc))
-        raise InputError(f"cannot write {self._name}: {reason}{kept}; free space or write elsewhere (-o)") from None
+        raise InputError(f"cannot write {self._name}: {write_failure_reason(exc)}{kept}; free space or write "
+                         "elsewhere (-o)") from None
 
     def write_frame(self, frame: Frame, plugins: list) -> None:
         self._written[frame.stream_id] = self._written.get(frame.stream_id, 0) + 1
@@ -139,6 +138,15 @@ class JsonlSink(Sink):
         if self._owned and self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+
+
+_WRITE_FAILURES = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "the file size limit was reached",
+                   errno.EDQUOT: "the disk quota is exhausted"}
+
+
+def write_failure_reason(exc: BaseException) -> str:
+    """Why writing an output failed, in words: a full disk, size limit or quota named, else the system's message."""
+    return _WRITE_FAILURES.get(getattr(exc, "errno", None)) or str(getattr(exc, "strerror", None) or exc)
 
 
 def _has_fileno(stream) -> bool:
