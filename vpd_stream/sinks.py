@@ -146,7 +146,7 @@ _WRITE_FAILURES = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "th
 
 def write_failure_reason(exc: BaseException) -> str:
     """Why writing an output failed, in words: a full disk, size limit or quota named, else the system's message."""
-    return _WRITE_FAILURES.get(getattr(exc, "errno", None)) or str(getattr(exc, "strerror", None) or exc)
+    return _WRITE_FAILURES.get(getattr(exc, "errno", None) or 0) or str(getattr(exc, "strerror", None) or exc)
 
 
 def _has_fileno(stream) -> bool:
