@@ -8,6 +8,10 @@ heatmap clip, and JMRN classifies it (flip test-time averaging). The class goes 
 the class probability in ``label_score``, so the BiGRU recognizer leaves such events
 alone), ``extra["jmrn"]`` holds the class, its probability and the top-3, and
 the frame's ``"label"`` annotation maps track id → class for the per-frame record.
+
+The heatmaps are ``vpd_stream.heatmaps.clip_heatmaps`` of the teacher's (T, 13, 3)
+keypoints, the very function that renders Penn Action for training: joints below the
+weights' ``heatmap.min_score`` (the bundled model: ``skeleton.MIN_JOINT_SCORE``) are missing.
 """
 from __future__ import annotations
 
@@ -41,12 +45,15 @@ class JmrnRecognizerPlugin(Plugin):
         min_frames: int = 4  # intervals with fewer poses are left unlabelled
         max_frames: int = 1500  # poses kept per track (the longest interval that can be labelled)
         set_label: bool = True  # replace event.label with the JMRN class
-        min_score: float = 0.0  # joints the teacher scored below this are not drawn
+        # Joints the teacher scored below this are missing (not drawn, not in the crop box).
+        # None: what the weights were trained with (their sidecar's heatmap.min_score; the
+        # bundled model: skeleton.MIN_JOINT_SCORE, the project's missing-joint rule).
+        min_score: float | None = None
 
         def __post_init__(self) -> None:
             if self.min_frames < 1 or self.max_frames < self.min_frames:
                 raise ConfigError("plugins.jmrn: need 1 <= min_frames <= max_frames")
-            if not 0.0 <= self.min_score <= 1.0:
+            if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
                 raise ConfigError("plugins.jmrn: min_score must be in [0, 1]")
 
     def __init__(self, options: Any | None = None) -> None:
@@ -71,7 +78,9 @@ class JmrnRecognizerPlugin(Plugin):
         self.engine = create_engine("torch", module=self.model, max_batch=2, channels_last=False)
         self.classes = list(meta["classes"])
         hm = dict(meta["heatmap"])
-        hm["min_score"] = self.options.min_score
+        hm.setdefault("min_score", 0.0)  # a sidecar without it predates the rule: every joint drawn
+        if self.options.min_score is not None:
+            hm["min_score"] = self.options.min_score
         self.heatmap = HeatmapConfig(**hm)
 
     # -- the stream -----------------------------------------------------------------
@@ -105,10 +114,14 @@ class JmrnRecognizerPlugin(Plugin):
                 best = inside
         return np.stack(best) if len(best) >= self.options.min_frames else None
 
+    def heatmaps(self, keypoints: np.ndarray) -> np.ndarray:
+        """(T, 13|17, 2|3) keypoints → the (13, 3, H, W) heatmaps JMRN sees (training's function)."""
+        return clip_heatmaps(keypoints, self.heatmap)
+
     @torch.no_grad()
     def classify(self, keypoints: np.ndarray) -> np.ndarray:
         """(T, 13|17, 2|3) keypoints → class probabilities."""
-        maps = clip_heatmaps(keypoints, self.heatmap)
+        maps = self.heatmaps(keypoints)
         logits = self.engine.run({"maps": np.stack([maps, flip_heatmaps(maps)])})["output"]
         return torch.from_numpy(logits).softmax(-1).mean(0).numpy()
 

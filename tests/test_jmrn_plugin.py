@@ -108,3 +108,58 @@ def test_bundled_model_recognizes_penn_action(data_dir) -> None:
         correct += ev.label == clip.action
     assert len(clips) >= 20
     assert correct / len(clips) > 0.5, f"{correct}/{len(clips)} Penn Action test clips right"
+
+
+def test_missing_joint_rule_comes_from_the_weights_unless_configured(tiny_weights, tmp_path) -> None:
+    """A sidecar records the rule its model was trained with; the plugin renders with it."""
+    import json
+
+    plugin = JmrnRecognizerPlugin(JmrnRecognizerPlugin.Options(weights=str(tiny_weights)))
+    plugin.setup(PluginContext())
+    assert plugin.heatmap.min_score == 0.0  # the tiny model's sidecar: every finite joint drawn
+    kp = _walk(10)
+    kp[:, 5, 2] = 0.2  # a low-score wrist
+    assert plugin.heatmaps(kp)[5].any()
+    plugin = JmrnRecognizerPlugin(JmrnRecognizerPlugin.Options(weights=str(tiny_weights), min_score=0.5))
+    plugin.setup(PluginContext())
+    assert plugin.heatmap.min_score == 0.5 and not plugin.heatmaps(kp)[5].any()
+    # a sidecar from before the rule (no min_score) keeps drawing every joint
+    sidecar = tiny_weights.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    del meta["heatmap"]["min_score"]
+    sidecar.write_text(json.dumps(meta))
+    plugin = JmrnRecognizerPlugin(JmrnRecognizerPlugin.Options(weights=str(tiny_weights)))
+    plugin.setup(PluginContext())
+    assert plugin.heatmap.min_score == 0.0
+    with pytest.raises(ConfigError):
+        JmrnRecognizerPlugin.Options(min_score=1.5)
+
+
+def test_bundled_model_sees_the_heatmaps_it_was_trained_on(data_dir, tmp_path) -> None:
+    """Live = offline: Penn poses passed through the stream give the very maps training used
+    (``load_penn_maps``), invisible joints left out by the one rule."""
+    from dataclasses import asdict
+
+    from offline_train.jmrn.evaluate import CPU_HEATMAP, load_penn_maps
+    from vpd_stream.skeleton import MIN_JOINT_SCORE
+
+    labels = data_dir / "penn_action" / "labels"
+    if not labels.is_dir():
+        pytest.skip(f"Penn Action labels not found under {labels}")
+    plugin = JmrnRecognizerPlugin()
+    plugin.setup(PluginContext())
+    assert asdict(plugin.heatmap) == asdict(CPU_HEATMAP) and plugin.heatmap.min_score == MIN_JOINT_SCORE
+    data = load_penn_maps(data_dir / "penn_action", CPU_HEATMAP, cache_dir=tmp_path, limit=1)
+    from offline_train.penn_action import load_clip
+
+    clip = load_clip(sorted(labels.glob("*.mat"))[0])
+    assert clip.clip_id == data.ids[0] and (clip.keypoints[..., 2] == 0).mean() > 0.05
+    frames = _frames(clip.keypoints)
+    for f, kp in zip(frames, clip.keypoints):
+        f.annotations["pose"][1] = Pose(kp, np.zeros(26, np.float32), 1.0)
+    ev = Event("s", 1, "action", 1.0, 0, len(frames) - 1, 0.0, 1.0)
+    plugin.process(frames)
+    live = plugin.heatmaps(plugin.interval_keypoints("s", ev))
+    np.testing.assert_allclose(live, data.maps[0].astype(np.float32), atol=2e-3)  # the cache is float16
+    never = (clip.keypoints[..., 2] == 0).all(0)
+    assert not live[never].any()

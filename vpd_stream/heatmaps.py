@@ -14,6 +14,13 @@ A clip of 2D keypoints (T, J, 2|3) becomes one (J, 3, H, W) float32 array:
 The Gaussian is separable, so the aggregate is one einsum over (time, joint, y, x) — no
 T×J×H×W array is ever built. Works on COCO-13 (teacher poses in the stream, Penn Action
 labels) and COCO-17 input (mapped to COCO-13: eyes and ears dropped).
+
+Missing joints follow ``vpd_stream.skeleton.missing_joints`` (score below
+``MIN_JOINT_SCORE`` — Penn's ``visibility == 0`` arrives as score 0 — or non-finite):
+a missing joint adds nothing to its channel in that frame, and the crop box is the box of
+the present joints. The same function renders Penn Action clips for training
+(``offline_train.jmrn.evaluate``) and the teacher's poses in the stream
+(``plugins.jmrn_recognizer``).
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .skeleton import FLIP_PERM, NUM_JOINTS, missing_joints
+from .skeleton import FLIP_PERM, MIN_JOINT_SCORE, NUM_JOINTS, missing_joints
 
 NORMALIZATIONS = ("area", "max", "none")
 # COCO-17 keypoints that are the COCO-13 joints (nose, shoulders … ankles), in order.
@@ -35,11 +42,12 @@ class HeatmapConfig:
     sigma: float = 2.0  # Gaussian σ in grid pixels
     pad: float = 0.1  # crop margin, fraction of the athlete box's larger side
     normalization: str = "area"
-    # Joints with a score below this are not drawn (3-column input): skeleton.missing_joints,
-    # the project's missing-joint rule. 0.0 (draw every finite joint, Penn's invisible ones
-    # too) is what the committed JMRN weights were trained with; skeleton.MIN_JOINT_SCORE
-    # is the rule's threshold for the other features (issue 15).
-    min_score: float = 0.0
+    # Missing joints (skeleton.missing_joints, the project's one rule: a score below this,
+    # or non-finite coordinates) are not drawn and take no part in the crop box: their
+    # channel stays empty in the frames where they are missing. 0.0 draws every finite
+    # joint (Penn's invisible ones with their stale coordinates too): the weights trained
+    # before issue 15 record it in their sidecar and keep it.
+    min_score: float = MIN_JOINT_SCORE
 
     def validate(self) -> None:
         if self.normalization not in NORMALIZATIONS:

@@ -30,11 +30,13 @@ def clip_windows(num_frames: int, num_clips: int, frac: float = 0.35, min_len: i
     return [(int(s), int(s) + win) for s in starts]
 
 
-def normalized(xy: np.ndarray) -> np.ndarray:
-    """(T, 13, 2) pixels → (T, 13, 2) VPD-normalized joints (mid-hip centre, torso scale)."""
-    from vpd_stream.skeleton import normalize_pose
+def normalized(keypoints: np.ndarray) -> np.ndarray:
+    """(T, 13, 2|3) pixels (and scores) → (T, 13, 2) VPD-normalized joints (mid-hip centre,
+    torso scale); missing joints (``skeleton.missing_joints``) at the hip centre."""
+    from vpd_stream.skeleton import normalize_keypoints
 
-    return np.stack([normalize_pose(f) for f in xy])
+    kp = np.asarray(keypoints, dtype=np.float32)
+    return normalize_keypoints(kp).reshape(len(kp), NUM_JOINTS, 2)
 
 
 def clip_descriptor(norm_xy: np.ndarray, start: int, end: int) -> np.ndarray:

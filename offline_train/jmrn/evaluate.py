@@ -19,6 +19,7 @@ import numpy as np
 
 from vpd_stream.heatmaps import HeatmapConfig, clip_heatmaps
 from vpd_stream.models.jmrn import JmrnConfig
+from vpd_stream.skeleton import MIN_JOINT_SCORE
 
 from ..penn_action import CLASSES, load_penn_action
 from .augment import AugmentConfig
@@ -26,7 +27,8 @@ from .train import TrainConfig, predict_logits, train_jmrn
 
 # The CPU preset (2 shared cores): 32×32 maps, narrow extractor. The paper's sizes are
 # JmrnConfig's defaults (64×64 maps, 128-128-256-256, 512-wide classifier).
-CPU_HEATMAP = HeatmapConfig(height=32, width=32, sigma=1.0, normalization="area")
+# Missing joints (Penn's visibility 0) are not drawn: skeleton.MIN_JOINT_SCORE (issue 15).
+CPU_HEATMAP = HeatmapConfig(height=32, width=32, sigma=1.0, normalization="area", min_score=MIN_JOINT_SCORE)
 CPU_MODEL = dict(extractor=(8, 8, 16, 16), c_dim=8, selector_hidden=32, cls_width=32,
                  proj_hidden=32, proj_dim=16, dropout=0.2)
 
@@ -53,15 +55,23 @@ def default_cache_dir() -> Path:
 
 
 def load_penn_maps(root: Path, hm: HeatmapConfig = CPU_HEATMAP, cache_dir: Path | None = None,
-                   limit: int | None = None) -> PennMaps:
-    """Heatmaps of every Penn Action clip (25 fps), cached on disk by configuration."""
-    key = hashlib.sha1(json.dumps([asdict(hm), limit, str(Path(root).resolve())]).encode()).hexdigest()[:12]
+                   limit: int | None = None,
+                   render: tuple[str, Callable[[np.ndarray, HeatmapConfig], np.ndarray]] | None = None) -> PennMaps:
+    """Heatmaps of every Penn Action clip (25 fps), cached on disk by configuration.
+
+    Each clip's (T, 13, 3) keypoints — x, y and the visibility flag as the joint's score —
+    go to ``clip_heatmaps``, the function the stream uses, so an invisible joint is missing
+    by the one rule (``hm.min_score``). ``render`` (name, function) replaces it for a
+    measurement (``offline_train.jmrn.missing_study``); the name enters the cache key.
+    """
+    name, fn = render or ("clip_heatmaps", clip_heatmaps)
+    key = hashlib.sha1(json.dumps([asdict(hm), limit, str(Path(root).resolve()), name]).encode()).hexdigest()[:12]
     cache = (cache_dir or default_cache_dir()) / f"penn_{key}.npz"
     if cache.is_file():
         z = np.load(cache)
         return PennMaps([str(i) for i in z["ids"]], z["labels"], z["train"], z["maps"])
     clips = load_penn_action(Path(root), limit=limit)
-    maps = np.stack([clip_heatmaps(c.keypoints[..., :2], hm) for c in clips]).astype(np.float16)
+    maps = np.stack([fn(c.keypoints, hm) for c in clips]).astype(np.float16)
     out = PennMaps([c.clip_id for c in clips], np.array([c.label for c in clips]),
                    np.array([c.train for c in clips]), maps)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -192,22 +202,27 @@ def run_bigru(root: Path, data: PennMaps, out: Path, quick: bool, log: Callable[
     from vpd_stream.heads.ensemble import predict_proba
     from ..recognition import TrainConfig as GruConfig, train_recognizer
 
-    fs = get_feature_set("pose2d")
-    clips = {c.clip_id: c for c in load_penn_action(root, limit=120 if quick else None)}
-    seqs = [fs.extract(clips[i]) for i in data.ids]
-    tr, te = np.flatnonzero(data.train), np.flatnonzero(~data.train)
+    bundle = None
     if bigru_weights is not None:  # an already trained head (e.g. plugins/weights/penn_recognizer)
         from vpd_stream.models.head_io import load_heads
 
         bundle = load_heads(bigru_weights, kind="recognizer")
-        model, stats = bundle.models[0], {"weights": str(bigru_weights), "command": bundle.meta.get("command", "")}
+    # The features the head was trained on (its sidecar's feature_set; the default head's
+    # is pose2d_box); a head trained here uses pose2d, as issue 8's run did.
+    fs = get_feature_set(bundle.meta.get("feature_set", "pose2d") if bundle is not None else "pose2d")
+    clips = {c.clip_id: c for c in load_penn_action(root, limit=120 if quick else None)}
+    seqs = [fs.extract(clips[i]) for i in data.ids]
+    tr, te = np.flatnonzero(data.train), np.flatnonzero(~data.train)
+    if bundle is not None:
+        models, stats = bundle.models, {"weights": str(bigru_weights), "command": bundle.meta.get("command", "")}
     else:
         cfg = GruConfig(epochs=1, min_steps=0) if quick else GruConfig(epochs=BIGRU_EPOCHS)
         model, stats = train_recognizer([seqs[i] for i in tr], data.labels[tr], len(CLASSES), fs.flip, cfg, log=log)
-    p_tr = np.log(np.clip(predict_proba([model], [seqs[i] for i in tr], fs.flip) / 2, 1e-8, 1))
-    p_te = np.log(np.clip(predict_proba([model], [seqs[i] for i in te], fs.flip) / 2, 1e-8, 1))
+        models = [model]
+    p_tr = np.log(np.clip(predict_proba(models, [seqs[i] for i in tr], fs.flip) / 2, 1e-8, 1))
+    p_te = np.log(np.clip(predict_proba(models, [seqs[i] for i in te], fs.flip) / 2, 1e-8, 1))
     res = {"name": "bigru_full", "top1": top1(p_te, data.labels[te]), "train_top1": top1(p_tr, data.labels[tr]),
-           "features": "pose2d", **{k: v for k, v in stats.items()}}
+           "features": fs.name, **{k: v for k, v in stats.items()}}
     out.mkdir(parents=True, exist_ok=True)
     (out / "bigru_full.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
     np.savez(out / "bigru_full.npz", train_idx=tr, test_idx=te, train_logits=p_tr, test_logits=p_te)
@@ -284,7 +299,7 @@ def run_clip_selection(root: Path, data: PennMaps, out: Path, quick: bool, log: 
     data = PennMaps([data.ids[i] for i in keep], data.labels[keep], data.train[keep], data.maps[:0])
     maps, desc = [], []
     for cid in data.ids:
-        kp = clips[cid].keypoints[..., :2]
+        kp = clips[cid].keypoints  # x, y, visibility: missing joints by the one rule
         norm = normalized(kp)
         for s, e in clip_windows(len(kp), NUM_CLIPS):
             maps.append(clip_heatmaps(kp[s:e], CPU_HEATMAP).astype(np.float16))
