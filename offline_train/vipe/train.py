@@ -117,19 +117,20 @@ def build_source(data: str, msr_root: Path | None, cfg: TrainConfig) -> tuple[Po
     return (sources[0] if len(sources) == 1 else Mixture(sources)), info
 
 
-def make_val_set(name: str, poses: np.ndarray, cams: CameraConfig, seed: int) -> ValSet:
+def make_val_set(name: str, poses: np.ndarray, cams: CameraConfig, seed: int, inputs: str = "torso") -> ValSet:
     rng = np.random.default_rng(seed)
-    return ValSet(name=name, view_a=render_views(poses, rng, cams), view_b=render_views(poses, rng, cams),
+    return ValSet(name=name, view_a=render_views(poses, rng, cams, inputs), view_b=render_views(poses, rng, cams, inputs),
                   bones=bone_directions(canonicalize(poses)), target=canonical_features(poses))
 
 
 def validation_sets(msr_root: Path | None, cfg: TrainConfig) -> list[ValSet]:
     """The same held-out sets whatever ``--data`` is, so the ablation compares like with like."""
     rng = np.random.default_rng(10_000 + cfg.seed)
-    sets = [make_val_set("synthetic", SyntheticPoses(cfg.synthetic).sample(rng, cfg.val_poses), cfg.cameras, 1)]
+    sets = [make_val_set("synthetic", SyntheticPoses(cfg.synthetic).sample(rng, cfg.val_poses), cfg.cameras, 1,
+                         cfg.model.inputs)]
     if msr_root is not None:
         held = MsrPoses(load_msr_action3d(msr_root, VAL_SUBJECTS))
-        sets.append(make_val_set("msr_heldout", held.sample(rng, cfg.val_poses), cfg.cameras, 2))
+        sets.append(make_val_set("msr_heldout", held.sample(rng, cfg.val_poses), cfg.cameras, 2, cfg.model.inputs))
     return sets
 
 
@@ -175,8 +176,8 @@ def train_vipe(cfg: TrainConfig, msr_root: Path | None,
         target = torch.from_numpy(canonical_features(poses))
         bones = bone_directions(canonicalize(poses))
         negatives = torch.from_numpy(max_bone_angle_deg(bones, bones) >= cfg.neg_angle_deg)
-        x = torch.from_numpy(np.concatenate([render_views(poses, rng, cfg.cameras),
-                                             render_views(poses, rng, cfg.cameras)]))
+        x = torch.from_numpy(np.concatenate([render_views(poses, rng, cfg.cameras, cfg.model.inputs),
+                                             render_views(poses, rng, cfg.cameras, cfg.model.inputs)]))
         e = model.encoder(x)
         e1, e2 = e[:len(poses)], e[len(poses):]
         recon = F.mse_loss(decoder(e), torch.cat([target, target]))

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from ..errors import ModelError
 from .weights_file import read_sidecar, sidecar_path, write_model_file
-from ..skeleton import FLIP_PERM, JOINT, NUM_JOINTS, TORSO, missing_joints, normalize_keypoints
+from ..skeleton import FLIP_PERM, JOINT, NUM_JOINTS, TORSO, box_features, missing_joints, normalize_keypoints
 
 FORMAT = "vpd-stream/vipe"
 FORMAT_VERSION = 1
@@ -39,6 +39,7 @@ INPUT_DIM = 3 * NUM_JOINTS  # 26 normalized coordinates + 13 scores
 # instead costs cross-view hits 0.400 -> 0.335 (RESULTS.md, issue 15); Penn's 0/1 scores give
 # the same inputs either way.
 VIPE_MIN_SCORE = 0.05
+INPUT_NORMALIZATIONS = ("torso", "box")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "vipe_default.safetensors"
 
 
@@ -48,6 +49,15 @@ class VipeConfig:
     blocks: int = 2
     dim: int = 32
     vflip: bool = False  # also embed the vertically flipped pose: output 2 * dim
+    # How the 2D joints are normalized before the encoder: "torso" (the VPD normalization:
+    # mid-hip centre, 0.5 / largest torso distance) or "box" (``skeleton.box_features``:
+    # mean of the present joints, larger side of their box), which handles joints missing
+    # from the torso (Penn's invisible hips) without moving the origin. Old sidecars: torso.
+    inputs: str = "torso"
+
+    def __post_init__(self) -> None:
+        if self.inputs not in INPUT_NORMALIZATIONS:
+            raise ValueError(f"inputs must be one of {', '.join(INPUT_NORMALIZATIONS)}, not {self.inputs!r}")
 
     @property
     def output_dim(self) -> int:
@@ -134,7 +144,7 @@ def normalize_batch(xy: np.ndarray) -> np.ndarray:
 
 
 def pose_inputs(poses: np.ndarray, scores: np.ndarray | None = None, flip: bool = False,
-                min_score: float = VIPE_MIN_SCORE) -> np.ndarray:
+                min_score: float = VIPE_MIN_SCORE, inputs: str = "torso") -> np.ndarray:
     """Keypoints (..., 13, 3) with scores, (..., 13, 2) or 26-d features (..., 26) → (..., 39).
 
     Pixels or already-normalized joints both work (the normalization is idempotent).
@@ -146,7 +156,12 @@ def pose_inputs(poses: np.ndarray, scores: np.ndarray | None = None, flip: bool 
     positions) are given the
     convention VIPE* is trained with (``offline_train/vipe/cameras.py``): coordinates at
     the hip centre (0, 0 after normalization) and score 0.
+
+    ``inputs`` (``VipeConfig.inputs``): "torso", the VPD normalization, or "box",
+    ``skeleton.box_features`` (missing joints at the centre, score 0); both are idempotent.
     """
+    if inputs not in INPUT_NORMALIZATIONS:
+        raise ValueError(f"inputs must be one of {', '.join(INPUT_NORMALIZATIONS)}, not {inputs!r}")
     arr = np.asarray(poses, dtype=np.float64)
     if arr.shape[-1] == 2 * NUM_JOINTS:
         arr = arr.reshape(*arr.shape[:-1], NUM_JOINTS, 2)
@@ -157,7 +172,8 @@ def pose_inputs(poses: np.ndarray, scores: np.ndarray | None = None, flip: bool 
     scores = np.broadcast_to(np.asarray(scores, dtype=np.float64), arr.shape[:-1])
     kp = np.concatenate([arr[..., :2], scores[..., None]], axis=-1)
     missing = missing_joints(kp, min_score)
-    xy = normalize_keypoints(kp, min_score).reshape(arr.shape[:-1] + (2,)).astype(np.float64)
+    norm = box_features if inputs == "box" else normalize_keypoints
+    xy = norm(kp, min_score=min_score).reshape(arr.shape[:-1] + (2,)).astype(np.float64)
     scores = np.where(missing, 0.0, scores)
     if flip:
         xy = xy[..., FLIP_PERM, :].copy()
@@ -174,7 +190,7 @@ def embed_poses(model: Vipe, poses: np.ndarray, scores: np.ndarray | None = None
     ``flip=True`` gives the embedding of the horizontally mirrored pose (the teacher's
     output for a flipped crop). Deterministic, float32, no gradient.
     """
-    x = pose_inputs(poses, scores, flip)
+    x = pose_inputs(poses, scores, flip, inputs=model.cfg.inputs)
     lead = x.shape[:-1]
     flat = torch.from_numpy(x.reshape(-1, INPUT_DIM))
     model.eval()
