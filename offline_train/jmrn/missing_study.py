@@ -20,6 +20,7 @@ Every variant but ``empty`` is built from the module's own pieces (``athlete_box
 ``to_grid``, ``aggregate``) or by editing the keypoints before ``clip_heatmaps``.
 
     python -m offline_train.jmrn.missing_study --variants stale,empty --seeds 0,1,2 --out runs/jmrn_missing
+    python -m offline_train.jmrn.missing_study --variants stale,empty --shots 4 --splits 0,1,2,3,4
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import numpy as np
 from vpd_stream.heatmaps import HeatmapConfig, aggregate, athlete_box, clip_heatmaps, to_coco13, to_grid
 from vpd_stream.skeleton import HIPS, missing_joints
 
-from .evaluate import CPU_HEATMAP, FULL_EPOCHS, load_penn_maps, run_experiment
+from .evaluate import CPU_HEATMAP, FEWSHOT_OVER, FULL_EPOCHS, fewshot_ids, load_penn_maps, run_experiment
 
 
 def render_stale(kp: np.ndarray, hm: HeatmapConfig) -> np.ndarray:
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=FULL_EPOCHS)
     ap.add_argument("--out", default="runs/jmrn_missing")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--shots", type=int, default=None,
+                    help="few-shot k: train on the committed splits (--splits) instead of the full split")
+    ap.add_argument("--splits", default="0")
+    ap.add_argument("--min-steps", type=int, default=80, help="(--shots) optimizer steps at least")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     root = data_folder(args.data, "penn_action", "Penn Action (the folder with labels/)")
@@ -104,12 +109,16 @@ def main(argv: list[str] | None = None) -> None:
     for variant in args.variants.split(","):
         fn = RENDERERS[variant]
         data = load_penn_maps(root, CPU_HEATMAP, render=(f"missing_study/{variant}", fn))
-        for seed in (int(s) for s in args.seeds.split(",")):
-            name = f"{variant}_s{seed}"
+        if args.shots is None:
+            runs = [(f"{variant}_s{seed}", None, {"epochs": args.epochs, "seed": seed})
+                    for seed in (int(s) for s in args.seeds.split(","))]
+        else:  # the few-shot protocol of `eval jmrn --part fewshot --min-steps N`
+            runs = [(f"{variant}_k{args.shots}_split{split}", fewshot_ids(data, args.shots, split),
+                     {**FEWSHOT_OVER, "min_steps": args.min_steps}) for split in (int(s) for s in args.splits.split(","))]
+        for name, ids, over in runs:
             if (out / f"{name}.json").is_file():
                 continue
-            _, res = run_experiment(data, name, out, "proposed",
-                                    train_over={"epochs": args.epochs, "seed": seed}, log=None)
+            _, res = run_experiment(data, name, out, "proposed", train_ids=ids, train_over=over, log=None)
             print(json.dumps({"name": name, "top1": round(res["top1"], 4), "train_top1": round(res["train_top1"], 4),
                               "train_seconds": res["train_seconds"]}), flush=True)
 
