@@ -42,9 +42,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def embed_clips(model_path: Path, clips: list[PennClip]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per-clip embeddings and mirrored-pose embeddings, all frames in one batch."""
     model = load_vipe(model_path)
-    return ([embed_poses(model, c.keypoints) for c in clips],
-            [embed_poses(model, c.keypoints, flip=True) for c in clips])
+    kp = np.concatenate([c.keypoints for c in clips])
+    cuts = np.cumsum([len(c.keypoints) for c in clips])[:-1]
+    return (np.split(embed_poses(model, kp), cuts), np.split(embed_poses(model, kp, flip=True), cuts))
 
 
 def top1_exact(q, qf, x, xf, yq, yx) -> float:
@@ -59,7 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--join-box", action="store_true")
     ap.add_argument("--box-weight", type=float, action="append", default=None)
     ap.add_argument("--no-ensemble", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: no OpenMP spinning on a busy box)")
     a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)
     t0 = time.time()
     clips = load_penn_action(a.data)
     train = [c for c in clips if c.train]

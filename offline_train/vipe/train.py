@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from vpd_stream.errors import ConfigError
 from vpd_stream.models.vipe import Vipe, VipeConfig, VipeDecoder, save_vipe
 
+from .augment import AugmentedPoses, PoseAugmentConfig
 from .cameras import CameraConfig, render_views
 from .canonical import FEATURE_DIM, bone_directions, canonical_features, canonicalize, max_bone_angle_deg, mirror_poses
 from .msr_action3d import MsrPoses, load_msr_action3d
@@ -69,6 +70,7 @@ class TrainConfig:
     model: VipeConfig = field(default_factory=VipeConfig)
     cameras: CameraConfig = field(default_factory=CameraConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    augment: PoseAugmentConfig = field(default_factory=PoseAugmentConfig)  # on MSR poses (augment.py)
 
 
 @dataclass
@@ -107,7 +109,9 @@ def build_source(data: str, msr_root: Path | None, cfg: TrainConfig) -> tuple[Po
         if msr_root is None:
             raise ConfigError("MSR Action3D not found: pass --msr DIR or set VPD_DATA_DIR")
         msr = MsrPoses(load_msr_action3d(msr_root, TRAIN_SUBJECTS))
-        sources.append(msr)
+        sources.append(AugmentedPoses(msr, cfg.augment) if cfg.augment.active else msr)
+        if cfg.augment.active:
+            info["msr_augment"] = dataclasses.asdict(cfg.augment)
         info["msr_train_subjects"] = list(TRAIN_SUBJECTS)
         info["msr_train_frames"] = len(msr)
         info["msr_hash"] = hashlib.sha256(msr.poses.astype(np.float32).tobytes()).hexdigest()[:16]

@@ -3,8 +3,9 @@
     python -m offline_train.vipe.variant OUT.safetensors '{"steps": 1500, "model": {"inputs": "box"},
         "cameras": {"drop_prob": 0.08, "occlusion_prob": 0.7}}' [--msr DIR]
 
-The JSON sets ``TrainConfig`` fields; ``model``, ``cameras`` and ``synthetic`` set the
-nested ``VipeConfig``, ``CameraConfig`` and ``SyntheticConfig`` fields. The sidecar keeps
+The JSON sets ``TrainConfig`` fields; ``model``, ``cameras``, ``synthetic`` and ``augment``
+set the nested ``VipeConfig``, ``CameraConfig``, ``SyntheticConfig`` and
+``PoseAugmentConfig`` fields. The sidecar keeps
 the whole configuration (``extra.train``) and the validation history, as ``train-vipe``.
 """
 from __future__ import annotations
@@ -16,11 +17,13 @@ from pathlib import Path
 
 from vpd_stream.models.vipe import VipeConfig
 
+from .augment import PoseAugmentConfig
 from .cameras import CameraConfig
 from .synthetic import SyntheticConfig
 from .train import TrainConfig, train_and_save
 
-_NESTED = {"model": VipeConfig, "cameras": CameraConfig, "synthetic": SyntheticConfig}
+_NESTED = {"model": VipeConfig, "cameras": CameraConfig, "synthetic": SyntheticConfig,
+           "augment": PoseAugmentConfig}
 
 
 def config_from_json(spec: dict) -> TrainConfig:
