@@ -26,7 +26,7 @@ def threads_option(default: int = 1):
 
 @click.command("penn-action")
 @data_option
-@click.option("--features", type=click.Choice(["pose2d", "pose2d_box", "pose2d_stale", "vipe"]), default="pose2d_box", show_default=True)
+@click.option("--features", type=click.Choice(["pose2d", "pose2d_box", "pose2d_stale", "vipe", "vipe_box"]), default="pose2d_box", show_default=True)
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="Write the Markdown tables here too.")
 @click.option("--quick", is_flag=True, help="a small subset (about a minute); numbers not comparable")

@@ -10,8 +10,10 @@ model, so candidates are compared like with like before the full run confirms th
         [--join-box] [--box-weight W]
 
 ``--join-box`` also reports the feature that joins each VIPE* embedding with the
-box-normalized 2D joints (``pose2d_box``): both unit-normalized, the 2D part weighted by
-``W``, concatenated (a separate row, not "VIPE*"). Several models: their embeddings are
+box-normalized 2D joints (``pose2d_box``; ``offline_train.features.join_features``): both
+unit-normalized, the 2D part weighted by ``W``, concatenated (a separate row, not
+"VIPE*"); ``--loo`` adds its leave-one-out top-1 on the training clips, the figure the
+weight is chosen by. Several models: their embeddings are
 also reported concatenated (an ensemble of VIPE* models, still a VIPE* feature).
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from vpd_stream.heads.nns import exact_flip_min_costs, flip_min_costs, nns_predi
 from vpd_stream.models.vipe import embed_poses, load_vipe
 from vpd_stream.skeleton import box_features, flip_features
 
+from ..features import JOIN_BOX_WEIGHT, join_features
 from ..penn_action import PennClip, load_penn_action
 
 
@@ -53,6 +56,14 @@ def top1_exact(q, qf, x, xf, yq, yx) -> float:
     return float((nns_predict(exact_flip_min_costs(q, qf, x, xf), yx) == yq).mean())
 
 
+def loo_top1(x: list[np.ndarray], xf: list[np.ndarray], y: np.ndarray) -> float:
+    """Leave-one-out NNS-DTW top-1 among the training clips (each one's own entry excluded):
+    for choosing a setting without looking at the test set."""
+    costs = exact_flip_min_costs(x, xf, x, xf)
+    np.fill_diagonal(costs, np.inf)
+    return float((nns_predict(costs, y) == y).mean())
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", type=Path)
@@ -61,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--join-box", action="store_true")
     ap.add_argument("--box-weight", type=float, action="append", default=None)
     ap.add_argument("--no-ensemble", action="store_true")
+    ap.add_argument("--loo", action="store_true", help="--join-box: also leave-one-out top-1 on the training clips")
+    ap.add_argument("--loo-only", action="store_true", help="--join-box: only the leave-one-out figure")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: no OpenMP spinning on a busy box)")
     a = ap.parse_args(argv)
     import torch
@@ -100,17 +113,21 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"feature": "pose2d_box", "queries": len(test), "top1": round(100 * acc, 2),
                      "seconds": round(time.time() - t, 1)})
         print(json.dumps(rows[-1]), flush=True)
-        for w in a.box_weight or [1.0]:
+        for w in a.box_weight or [JOIN_BOX_WEIGHT]:
             for mi, (tr, trf, te, tef) in enumerate(embs):
-                jtr = [np.concatenate([_unit(e), w * _unit(b)], -1) for e, b in zip(tr, btr)]
-                jtrf = [np.concatenate([_unit(e), w * _unit(flip_features(b))], -1) for e, b in zip(trf, btr)]
-                jte = [np.concatenate([_unit(e), w * _unit(b)], -1) for e, b in zip(te, bte)]
-                jtef = [np.concatenate([_unit(e), w * _unit(flip_features(b))], -1) for e, b in zip(tef, bte)]
+                jtr = [join_features(e, b, w) for e, b in zip(tr, btr)]
+                jtrf = [join_features(e, flip_features(b), w) for e, b in zip(trf, btr)]
                 t = time.time()
-                acc = top1_exact(jte, jtef, jtr, jtrf, yte, ytr)
-                rows.append({"feature": f"vipe+pose2d_box (w={w}): {a.models[mi]}", "queries": len(test),
-                             "top1": round(100 * acc, 2), "seconds": round(time.time() - t, 1)})
-                print(json.dumps(rows[-1]), flush=True)
+                row = {"feature": f"vipe+pose2d_box (w={w}): {a.models[mi]}", "queries": len(test)}
+                if a.loo:
+                    row["train_loo_top1"] = round(100 * loo_top1(jtr, jtrf, ytr), 2)
+                if not a.loo_only:
+                    jte = [join_features(e, b, w) for e, b in zip(te, bte)]
+                    jtef = [join_features(e, flip_features(b), w) for e, b in zip(tef, bte)]
+                    row["top1"] = round(100 * top1_exact(jte, jtef, jtr, jtrf, yte, ytr), 2)
+                row["seconds"] = round(time.time() - t, 1)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     print(f"total {time.time() - t0:.0f} s", flush=True)
 
 
