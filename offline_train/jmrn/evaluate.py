@@ -213,8 +213,9 @@ def run_bigru(root: Path, data: PennMaps, out: Path, quick: bool, log: Callable[
     clips = {c.clip_id: c for c in load_penn_action(root, limit=120 if quick else None)}
     seqs = [fs.extract(clips[i]) for i in data.ids]
     tr, te = np.flatnonzero(data.train), np.flatnonzero(~data.train)
+    models: list[Callable]
     if bundle is not None:
-        models, stats = bundle.models, {"weights": str(bigru_weights), "command": bundle.meta.get("command", "")}
+        models, stats = list(bundle.models), {"weights": str(bigru_weights), "command": bundle.meta.get("command", "")}
     else:
         cfg = GruConfig(epochs=1, min_steps=0) if quick else GruConfig(epochs=BIGRU_EPOCHS)
         model, stats = train_recognizer([seqs[i] for i in tr], data.labels[tr], len(CLASSES), fs.flip, cfg, log=log)
