@@ -86,6 +86,23 @@ RENDERERS = {"stale": render_stale, "empty": clip_heatmaps, "empty_box_all": ren
              "interp": render_interp, "hip": render_hip}
 
 
+def table(out: Path) -> str:
+    """Markdown: top-1 per variant, mean ± std over the seeds (or few-shot splits) found."""
+    rows = ["| variant | runs | top-1 per run (%) | mean ± std |", "|---|---|---|---|"]
+    groups: dict[str, list[tuple[str, float]]] = {}
+    for f in sorted(out.glob("*.json")):
+        r = json.loads(f.read_text(encoding="utf-8"))
+        if "top1" not in r:
+            continue
+        variant, _, run = r["name"].rpartition("_")
+        groups.setdefault(variant, []).append((run, 100 * r["top1"]))
+    for variant, runs in groups.items():
+        vals = np.array([v for _, v in sorted(runs)])
+        rows.append(f"| {variant} | {len(vals)} | {', '.join(f'{v:.1f}' for v in vals)} | "
+                    f"{vals.mean():.1f} ± {vals.std(ddof=1) if len(vals) > 1 else 0.0:.1f} |")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     from vpd_stream.data_dir import data_folder
 
@@ -102,7 +119,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="few-shot k: train on the committed splits (--splits) instead of the full split")
     ap.add_argument("--splits", default="0")
     ap.add_argument("--min-steps", type=int, default=80, help="(--shots) optimizer steps at least")
+    ap.add_argument("--table", action="store_true", help="print the results found under --out and stop")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(Path(args.out)), end="")
+        return
     set_threads(args.threads)
     root = data_folder(args.data, "penn_action", "Penn Action (the folder with labels/)")
     out = Path(args.out)
