@@ -21,17 +21,23 @@
   ``rtdetr``: 1×N×(4+C) — cx, cy, w, h normalized to [0, 1], C class scores (RT-DETR
   exports). Class 0 = person (COCO); non-maximum suppression is applied to the YOLO
   layouts. (The leading batch axis matters: engines/ binds outputs by it.)
+
+``DetectorPool`` runs several instances of a detector side by side (plugins.model_pool):
+the regions of one frame, or the frames of a batch, are detected on both cores at once;
+results come back in the order asked, the same as one instance gives one call at a time.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from concurrent.futures import Future
 from typing import Protocol
 
 import cv2
 import numpy as np
 
+from plugins.model_pool import ModelPool
 from vpd_stream.errors import ConfigError, ModelError
 
 DETECTORS = ("blazepose", "hog", "onnx")
@@ -232,6 +238,38 @@ class OnnxDetector:
         self._engine.close()
 
 
+def _detect_view(detector: PersonDetector, rgb: np.ndarray) -> list[PersonDetection]:
+    return detector.detect(np.ascontiguousarray(rgb))
+
+
+class DetectorPool:
+    """Several instances of one person detector, run side by side (one thread each).
+
+    ``submit`` starts one detection and returns its future; ``detect_many`` detects a list
+    of images (views are copied to contiguous arrays in the worker) and returns their
+    results in order. With one instance everything runs in the caller's thread.
+    """
+
+    def __init__(self, detectors: list[PersonDetector]) -> None:
+        self._pool: ModelPool[PersonDetector] = ModelPool(detectors, "detect")
+
+    @property
+    def workers(self) -> int:
+        return self._pool.workers
+
+    def submit(self, rgb: np.ndarray) -> Future:
+        return self._pool.submit(_detect_view, rgb)
+
+    def detect(self, rgb: np.ndarray) -> list[PersonDetection]:
+        return self.submit(rgb).result()
+
+    def detect_many(self, images: list[np.ndarray]) -> list[list[PersonDetection]]:
+        return self._pool.map(_detect_view, images)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
 Region = tuple[int, int, int, int]  # x1, y1, x2, y2 in image pixels
 
 
@@ -287,13 +325,17 @@ class SlicedDetector:
         self.calls = 0  # detector calls made (one per region)
 
     def detect_regions(self, rgb: np.ndarray, regions: list[Region]) -> list[PersonDetection]:
-        found: list[PersonDetection] = []
         h, w = rgb.shape[:2]
-        for x1, y1, x2, y2 in regions:
-            if (x1, y1, x2, y2) == (0, 0, w, h):
-                dets = self.base.detect(rgb)
-            else:
-                dets = self.base.detect(np.ascontiguousarray(rgb[y1:y2, x1:x2]))
+        views = [rgb if r == (0, 0, w, h) else rgb[r[1]:r[3], r[0]:r[2]] for r in regions]
+        many = getattr(self.base, "detect_many", None)
+        if many is not None:  # a DetectorPool: the regions side by side
+            results = many(views)
+        else:
+            results = [self.base.detect(rgb) if view is rgb else self.base.detect(np.ascontiguousarray(view))
+                       for view in views]
+        found: list[PersonDetection] = []
+        for (x1, y1, x2, y2), dets in zip(regions, results):
+            if (x1, y1, x2, y2) != (0, 0, w, h):
                 m = 2.0  # px: a box this close to an inner border of the region is taken as cut
                 for d in dets:
                     b = d.box
@@ -303,6 +345,12 @@ class SlicedDetector:
             self.calls += 1
             found.extend(dets)
         return merge_detections(found, self.nms_iou)
+
+    def merge_whole(self, dets: list[PersonDetection]) -> list[PersonDetection]:
+        """What ``detect`` returns, from the base detector's result on the whole frame
+        (a detection run ahead of time, e.g. by ``DetectorPool.submit``)."""
+        self.calls += 1
+        return merge_detections(dets, self.nms_iou)
 
     def detect(self, rgb: np.ndarray) -> list[PersonDetection]:
         h, w = rgb.shape[:2]

@@ -10,7 +10,11 @@ is seen at the scale of a close-up. Two modes:
 - ``detect``: the full BlazePose solution in static-image mode on the crop (its own
   person detector, then the landmarks on the rotated region it finds).
 
-Both estimate every frame on its own (deterministic, order-independent). The 33
+Both estimate every frame on its own (deterministic, order-independent), so with
+``workers`` > 1 (the default on a multi-core machine) the athletes of a batch — both
+players of a singles match, the frames of the batch — are posed side by side by a pool of
+model instances (plugins.model_pool), their results put back in track and frame order:
+the same poses as ``workers = 1``, one estimate at a time. The 33
 landmarks are reduced to the 13 COCO joints VPD uses, with the landmark visibility as the
 per-joint score, then normalized (vpd_stream.skeleton) into the 26-d pose feature.
 """
@@ -23,6 +27,7 @@ import cv2
 import numpy as np
 
 from plugins.crop import crop_square, square_box
+from plugins.model_pool import ModelPool, auto_workers
 from vpd_stream.annotations import Key, Pose
 from vpd_stream.errors import ConfigError, ModelError
 from vpd_stream.frame import Frame
@@ -119,46 +124,58 @@ class PosePlugin(Plugin):
         input_size: int = 256  # side of the square crop BlazePose sees (its landmark model reads 256×256)
         pad_frac: float = 0.2  # context around the box, per side, as a fraction of its longer side
         min_detection_confidence: float = 0.5  # mode "detect": BlazePose's own detector threshold
+        workers: int = 0  # model instances posing athletes side by side; 0 = one per core (at most 4), 1 = one at a time
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
         if self.options.input_size < 64:
             raise ConfigError("[plugins.pose] input_size must be ≥ 64")
+        if not 0 <= self.options.workers <= 64:
+            raise ConfigError(f"[plugins.pose] workers must be in [0, 64] (0 = one per core), got {self.options.workers}")
         if self.options.mode not in POSE_MODES:
             raise ConfigError(f"[plugins.pose] mode '{self.options.mode}' is unknown; use one of {', '.join(POSE_MODES)}")
-        self._model: BlazePose | BlazePoseLandmarks | None = None
+        self._models: ModelPool | None = None
 
     def setup(self, context: PluginContext) -> None:
         super().setup(context)
-        if self._model is None:
-            self._model = (BlazePoseLandmarks() if self.options.mode == "roi"
-                           else BlazePose(self.options.min_detection_confidence))
+        if self._models is None:
+            o = self.options
+            self._models = ModelPool([BlazePoseLandmarks() if o.mode == "roi" else BlazePose(o.min_detection_confidence)
+                                      for _ in range(auto_workers(o.workers))], "pose")
+
+    @property
+    def workers(self) -> int:
+        return self._models.workers if self._models is not None else auto_workers(self.options.workers)
 
     def process(self, batch: list[Frame]) -> None:
-        assert self._model is not None, "setup() was not called"
+        assert self._models is not None, "setup() was not called"
         o = self.options
+        jobs = []  # (frame, track id, square crop box, pixels) in frame order, then track order
         for frame in batch:
-            poses: dict[int, Pose] = {}
-            for tid, track in frame.annotations.get("tracks", {}).items():
-                if not (track.is_athlete or o.all_tracks):
-                    continue
-                square = square_box(track.box, o.pad_frac, 0.0)
-                local = self._model.estimate(crop_square(frame.rgb, square, o.input_size))
-                if local is None:
-                    continue
-                side = float(square[2] - square[0])
-                keypoints = local.copy()
-                keypoints[:, 0] = square[0] + local[:, 0] * side
-                keypoints[:, 1] = square[1] + local[:, 1] * side
-                keypoints[:, 2] = np.clip(local[:, 2], 0.0, 1.0)
-                poses[tid] = Pose(keypoints=keypoints, features=pose_features(keypoints),
-                                  mean_score=float(keypoints[:, 2].mean()))
-            frame.annotations["pose"] = poses
+            frame.annotations["pose"] = {}
+            athletes = [(tid, t) for tid, t in frame.annotations.get("tracks", {}).items() if t.is_athlete or o.all_tracks]
+            if athletes:
+                rgb = frame.rgb  # read here, in the stage's thread, once per frame
+                jobs += [(frame, tid, square_box(track.box, o.pad_frac, 0.0), rgb) for tid, track in athletes]
+        for (frame, tid, square, _), local in zip(jobs, self._models.map(self._estimate, jobs)):
+            if local is None:
+                continue
+            side = float(square[2] - square[0])
+            keypoints = local.copy()
+            keypoints[:, 0] = square[0] + local[:, 0] * side
+            keypoints[:, 1] = square[1] + local[:, 1] * side
+            keypoints[:, 2] = np.clip(local[:, 2], 0.0, 1.0)
+            frame.annotations["pose"][tid] = Pose(keypoints=keypoints, features=pose_features(keypoints),
+                                                  mean_score=float(keypoints[:, 2].mean()))
+
+    def _estimate(self, model: BlazePose | BlazePoseLandmarks, job: tuple) -> np.ndarray | None:
+        _, _, square, rgb = job
+        return model.estimate(crop_square(rgb, square, self.options.input_size))
 
     def close(self) -> None:
-        if self._model is not None:
-            self._model.close()
-            self._model = None
+        if self._models is not None:
+            self._models.close()
+            self._models = None
 
     def describe(self, frame: Frame) -> dict[str, Any]:
         poses = frame.annotations.get("pose", {})

@@ -9,6 +9,12 @@ search window around the leading tracks (the cheap path: ``window_scale`` × the
 at the detector's scale) and at a share of a sweep over overlapping tiles plus the whole
 frame, the sweep completing every ``scan_seconds`` (new people are found within that).
 Optional camera-motion compensation (norfair's MotionEstimator) helps panning cameras.
+Every core busy: with ``detect_workers`` > 1 (the default on a multi-core machine, for the
+BlazePose detector) the detector runs as a pool of instances (plugins.person_detector.
+DetectorPool): the regions of one detection pass are detected side by side, and on frames
+not sliced the whole-frame detections of a batch, which depend on nothing the tracker
+learns, start together before the batch is associated frame by frame. Association and
+selection stay sequential, in frame order, so the tracks are those of ``detect_workers = 1``.
 Athlete selection (plugins.athlete_selection) scores each track by size, age, detection
 support, motion, visibility and an optional region of play, with hysteresis so the choice
 does not flicker; each track's frame record says why it is or is not an athlete.
@@ -25,7 +31,8 @@ import numpy as np
 
 from vpd_stream.annotations import Key, Track
 from plugins.athlete_selection import AthleteSelector, SelectionParams
-from plugins.person_detector import (DETECTORS, ONNX_LAYOUTS, PersonDetector, Region, SlicedDetector,
+from plugins.model_pool import auto_workers
+from plugins.person_detector import (DETECTORS, ONNX_LAYOUTS, DetectorPool, PersonDetector, Region, SlicedDetector,
                                      box_iou, make_detector, region_sees, search_window, tile_grid)
 from vpd_stream.errors import ConfigError
 from vpd_stream.frame import EndOfStream, Frame
@@ -80,6 +87,8 @@ class TrackerPlugin(Plugin):
         age_frames: int = 25  # frames until a track's age stops adding to its athlete score
         hysteresis: float = 1.5  # a challenger must outscore the athlete by this factor...
         switch_frames: int = 25  # ...for this many consecutive frames (1 s at 25 fps) to take over
+        detect_workers: int = 0  # detector instances run side by side; 0 = one per core (at most 4) for
+        # blazepose, 1 for hog and onnx (OpenCV and ONNX Runtime thread inside); 1 = one call at a time
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
@@ -95,9 +104,9 @@ class TrackerPlugin(Plugin):
         if o.onnx_layout not in ONNX_LAYOUTS:
             raise ConfigError(f"[plugins.tracker] onnx_layout '{o.onnx_layout}' is unknown; use one of {', '.join(ONNX_LAYOUTS)}")
         if (o.scan_seconds <= 0 or o.window_scale < 1.0 or not 0.0 <= o.tile_overlap < 0.9 or o.window_tracks < 0
-                or o.settled_scan_factor < 1):
+                or o.settled_scan_factor < 1 or not 0 <= o.detect_workers <= 64):
             raise ConfigError("[plugins.tracker] scan_seconds must be > 0, window_scale ≥ 1, tile_overlap in [0, 0.9), "
-                              "window_tracks ≥ 0, settled_scan_factor ≥ 1")
+                              "window_tracks ≥ 0, settled_scan_factor ≥ 1, detect_workers in [0, 64]")
         if o.roi is not None and (len(o.roi) != 4 or not (o.roi[0] < o.roi[2] and o.roi[1] < o.roi[3])):
             raise ConfigError(f"[plugins.tracker] roi must be [x1, y1, x2, y2] fractions with x1<x2, y1<y2, got {o.roi}")
         self._detector: PersonDetector | None = None
@@ -110,8 +119,11 @@ class TrackerPlugin(Plugin):
         super().setup(context)
         o = self.options
         side = o.detector_side or (1152 if o.detector == "hog" else 640)
-        self._detector = make_detector(o.detector, min_score=o.min_score, max_side=side,
-                                       onnx_model=o.onnx_model, device=context.device, onnx_layout=o.onnx_layout)
+        workers = auto_workers(o.detect_workers) if o.detector == "blazepose" or o.detect_workers else 1
+        detectors = [make_detector(o.detector, min_score=o.min_score, max_side=side, onnx_model=o.onnx_model,
+                                   device=context.device, onnx_layout=o.onnx_layout) for _ in range(workers)]
+        self._detector = DetectorPool(detectors) if workers > 1 else detectors[0]
+        import norfair  # noqa: F401 - here, not on the first frame (it takes seconds)
 
     def tile_side(self, width: int, height: int) -> int:
         """The tile side for a frame of this size (0: no tiling)."""
@@ -160,8 +172,36 @@ class TrackerPlugin(Plugin):
 
     def process(self, batch: list[Frame]) -> None:
         assert self._detector is not None, "setup() was not called"
-        for frame in batch:
-            frame.annotations["tracks"] = self._track(frame)
+        ahead = self._detect_ahead(batch)
+        for i, frame in enumerate(batch):
+            frame.annotations["tracks"] = self._track(frame, ahead.get(i))
+
+    def _pool(self) -> DetectorPool | None:
+        """The detector pool behind ``_detector``, when it has more than one instance."""
+        det = self._detector.base if isinstance(self._detector, SlicedDetector) else self._detector
+        return det if isinstance(det, DetectorPool) and det.workers > 1 else None
+
+    def _detect_ahead(self, batch: list[Frame]) -> dict[int, Any]:
+        """Futures of the whole-frame detections of this batch's unsliced frames (by position).
+
+        On a stream not sliced, whether a frame is detected on depends on its position in
+        the stream alone (every ``detect_every``-th) and the detector sees the whole frame:
+        nothing the tracker learns from earlier frames changes either, so the pool detects
+        them all at once while association goes on in frame order.
+        """
+        pool = self._pool()
+        if pool is None:
+            return {}
+        every = self.options.detect_every
+        seen: dict[str, int] = {}
+        ahead = {}
+        for i, frame in enumerate(batch):
+            state = self._state(frame)
+            position = state.frames + seen.get(frame.stream_id, 0)
+            seen[frame.stream_id] = seen.get(frame.stream_id, 0) + 1
+            if state.sweep is None and position % every == 0:
+                ahead[i] = pool.submit(frame.rgb)
+        return ahead
 
     def _regions(self, state: _StreamState, frame: Frame, windows_only: bool = False) -> list[Region] | None:
         """Where this detection pass looks (None: the whole frame, unsliced); ``windows_only``:
@@ -210,7 +250,7 @@ class TrackerPlugin(Plugin):
         return len(sel.athletes) >= self.params.max_athletes and all(
             sel._stats[t].support >= 0.5 for t in sel.athletes if t in sel._stats)
 
-    def _track(self, frame: Frame) -> dict[int, Track]:
+    def _track(self, frame: Frame, ahead: Any = None) -> dict[int, Track]:
         o = self.options
         state = self._state(frame)
         transform = state.motion.update(frame.rgb) if state.motion is not None else None
@@ -221,7 +261,12 @@ class TrackerPlugin(Plugin):
             # prediction starts a fresh track), and a track unconfirmed for long dies.
             regions = self._regions(state, frame, windows_only=state.frames % o.detect_every != 0)
             if regions is None:
-                found = self._detector.detect(frame.rgb)
+                if ahead is None:
+                    found = self._detector.detect(frame.rgb)
+                elif isinstance(self._detector, SlicedDetector):
+                    found = self._detector.merge_whole(ahead.result())
+                else:
+                    found = ahead.result()
             else:
                 if not isinstance(self._detector, SlicedDetector):
                     self._detector = SlicedDetector(self._detector)

@@ -1,7 +1,7 @@
-"""Real time on real footage: the default chain and the VPD chain on a 1080p and a 720p clip.
+"""Real time on real footage: the default chain and the VPD chain on the issue-16 clips.
 
-    python -m offline_train.benchmarks.realtime [--clips tennis_broadcast_rally.mp4,sprint_start_sports2d.mp4]
-        [--max-frames 250] [--student DISTILLED.safetensors] [--workers 1,0] [--out table.md]
+    python -m offline_train.benchmarks.realtime [--clips lunge_cam01.mp4,...] [--chains default,vpd]
+        [--max-frames 250] [--student DISTILLED.safetensors] [--workers 1,0] [--no-sequential] [--out table.md]
 
 Every row runs in a fresh child process (so peak RSS and CPU time are that row's alone), all
 in one invocation, and prints: frames processed at 25 fps, the real-time factor (media
@@ -11,8 +11,14 @@ per-stage breakdown (ms of stage time per frame, from the vpd_stage_duration_sec
 histogram; stages overlap in their threads, so they add up to more than the wall time when
 cores are busy). The header has the CPU model, flags, core count and the load average.
 
-Rows per clip: decode only (``framerecord``); the default chain with one worker per stage
-(``--workers 1``, the default) and with replicas of the parallel-safe stages (0 = one per core,
+Clips (``--clips``): lunge_cam01 (1080×1920 portrait, 60 fps), tennis_forehand_backhand_davis
+(854×480), tennis_broadcast_rally (1920×1080, both players: ``max_athletes`` 2, as
+offline_train.benchmarks.perception.ATHLETE_CLIPS says per clip) and sprint_start_sports2d
+(1280×720). Rows per clip: decode only (``framerecord``); the default chain as configured
+by default (the tracker's detector pool and the pose pool, ``detect_workers`` / ``workers``
+= one per core), and the same chain sequential (``--no-sequential`` leaves it out: both
+pools at 1, every model call one after the other in its stage's thread, the path before
+issue 16), with ``--workers`` also replicas of the parallel-safe stages (0 = one per core,
 ``[pipeline] stage_workers``); the VPD
 chain (``--chain vpd``: tracker, crop, flow, student, detector, recognizer, no pose) with a
 ResNet-34 student at fp32 and at int8, and with ``--student`` under the CPU dispatch
@@ -37,7 +43,9 @@ from typing import Any
 from vpd_stream.data_dir import data_root
 
 REPO = Path(__file__).resolve().parents[2]
-CLIPS = "tennis_broadcast_rally.mp4,sprint_start_sports2d.mp4"
+CLIPS = "lunge_cam01.mp4,tennis_forehand_backhand_davis.mp4,tennis_broadcast_rally.mp4,sprint_start_sports2d.mp4"
+DEFAULT_CHAIN = ["tracker", "pose", "crop", "flow", "detector", "recognizer"]
+SEQUENTIAL = {"tracker": {"detect_workers": 1}, "pose": {"workers": 1}}  # one model call at a time per stage
 
 
 def _peak_rss_mb() -> float:
@@ -63,9 +71,12 @@ class _Timing:
         self.first = self.last = None
         self.cpu_first = self.cpu_last = 0.0
         self.frames = 0
+        self.posed: dict[int, int] = {}  # athletes posed on a frame -> frames
 
     def write_frame(self, frame, plugins) -> None:
         now = time.perf_counter()
+        posed = len(frame.annotations.get("pose") or {})
+        self.posed[posed] = self.posed.get(posed, 0) + 1
         if self.first is None:
             self.first, self.cpu_first = now, _cpu_seconds()
         self.last, self.cpu_last = now, _cpu_seconds()
@@ -109,7 +120,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             "rtf_whole": timing.frames / 25.0 / whole,
             "cpu": 100.0 * (timing.cpu_last - timing.cpu_first) / steady if steady and steady > 0 else float("nan"),
             "rss_mb": _peak_rss_mb(),
-            "stages": stages, "workers": pipeline.stage_workers, "notes": summary.notes}
+            "stages": stages, "workers": pipeline.stage_workers, "notes": summary.notes,
+            "athletes": spec.get("plugins", {}).get("tracker", {}).get("max_athletes", 1),
+            "posed": {str(k): v for k, v in sorted(timing.posed.items())}}
 
 
 def _embedding_heads(root: Path) -> dict[str, str]:
@@ -142,29 +155,57 @@ def _int8_resnet34(root: Path, cache: Path) -> str:
     return str(quantize_int8(fp32, root / "r34-int8.onnx", load_real_crops(videos, 64, every=3, offset=0)))
 
 
-def rows(clips: list[Path], args, tmp: Path) -> list[tuple[str, str, dict]]:
-    heads = _embedding_heads(tmp)
-    cache = tmp / "cache"
-    vpd_heads = {"detector": {"weights": heads["detector"]}, "recognizer": {"weights": heads["recognizer"]}}
-    int8 = _int8_resnet34(tmp, cache)
+def _merge(*tables: dict[str, dict]) -> dict[str, dict]:
+    """``[plugins.*]`` tables merged, later ones winning per option."""
+    out: dict[str, dict] = {}
+    for table in tables:
+        for name, options in table.items():
+            out[name] = {**out.get(name, {}), **options}
+    return out
+
+
+def specs_for(clips: list[Path], args, vpd_heads: dict | None = None, int8: str | None = None,
+              cache: Path | None = None) -> list[tuple[str, str, dict]]:
+    """(clip, configuration, child spec) of every row, in the order they run."""
+    from offline_train.benchmarks.perception import ATHLETE_CLIPS
+
     specs = []
     for clip in clips:
         base = {"clip": str(clip), "max_frames": args.max_frames}
+        athletes = ATHLETE_CLIPS.get(clip.name, 1)
+        tracker = {"tracker": {"max_athletes": athletes}}
+        players = f"{athletes} athletes, " if athletes > 1 else ""
         specs.append((clip.name, "decode only (framerecord)", {**base, "chain": ["framerecord"]}))
-        for w in args.workers:
-            label = "1 per stage" if w == 1 else "replicas" if w == 0 else f"{w} replicas"
-            specs.append((clip.name, f"default chain, {label}", {**base, "chain": ["tracker", "pose", "crop", "flow",
-                                                                                    "detector", "recognizer"],
-                                                                 "workers": w}))
+        if "default" in args.chains:
+            for w in args.workers:
+                label = "" if w == 1 else ", replicas" if w == 0 else f", {w} replicas"
+                specs.append((clip.name, f"default chain, {players}pools (the default){label}",
+                              {**base, "chain": DEFAULT_CHAIN, "plugins": tracker, "workers": w}))
+            if args.sequential:
+                specs.append((clip.name, f"default chain, {players}sequential",
+                              {**base, "chain": DEFAULT_CHAIN, "plugins": _merge(tracker, SEQUENTIAL), "workers": 1}))
+        if "vpd" not in args.chains:
+            continue
         student = {"random_init": True, "cache_dir": str(cache)}
-        specs.append((clip.name, "VPD chain, ResNet-34 fp32 (random weights)",
-                      {**base, "chain": ["vpd"], "plugins": {**vpd_heads, "student": student}}))
-        specs.append((clip.name, "VPD chain, ResNet-34 int8 (random weights, speed only)",
-                      {**base, "chain": ["vpd"], "plugins": {**vpd_heads, "student": {"model": int8, "cache_dir": str(cache)}}}))
+        specs.append((clip.name, f"VPD chain, {players}ResNet-34 fp32 (random weights)",
+                      {**base, "chain": ["vpd"], "plugins": _merge(tracker, vpd_heads or {}, {"student": student})}))
+        specs.append((clip.name, f"VPD chain, {players}ResNet-34 int8 (random weights, speed only)",
+                      {**base, "chain": ["vpd"], "plugins": _merge(tracker, vpd_heads or {},
+                                                                   {"student": {"model": int8, "cache_dir": str(cache)}})}))
         if args.student:
-            specs.append((clip.name, f"VPD chain, {Path(args.student).parent.name}/{Path(args.student).name} auto",
-                          {**base, "chain": ["vpd"], "plugins": {**vpd_heads, "student": {"model": args.student,
-                                                                                          "precision": "auto"}}}))
+            specs.append((clip.name, f"VPD chain, {players}{Path(args.student).parent.name}/{Path(args.student).name} auto",
+                          {**base, "chain": ["vpd"], "plugins": _merge(tracker, vpd_heads or {}, {
+                              "student": {"model": args.student, "precision": "auto"}})}))
+    return specs
+
+
+def rows(clips: list[Path], args, tmp: Path) -> list[tuple[str, str, dict]]:
+    vpd_heads, int8, cache = None, None, tmp / "cache"
+    if "vpd" in args.chains:
+        heads = _embedding_heads(tmp)
+        vpd_heads = {"detector": {"weights": heads["detector"]}, "recognizer": {"weights": heads["recognizer"]}}
+        int8 = _int8_resnet34(tmp, cache)
+    specs = specs_for(clips, args, vpd_heads, int8, cache)
     out = []
     for clip, label, spec in specs:
         try:
@@ -184,16 +225,23 @@ def rows(clips: list[Path], args, tmp: Path) -> list[tuple[str, str, dict]]:
 
 
 def table(results: list[tuple[str, str, dict]]) -> list[str]:
-    lines = ["| clip | configuration | frames | real-time factor | whole run | CPU | peak RSS | per stage, ms/frame | load after |",
-             "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    lines = ["| clip | configuration | frames | real-time factor | whole run | CPU | peak RSS | all athletes posed | "
+             "per stage, ms/frame | load after |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     notes = []
     for clip, label, r in results:
         if "error" in r:
-            lines.append(f"| {clip} | {label} | – | {r['error']} | | | | | {r['load']:.1f} |")
+            lines.append(f"| {clip} | {label} | – | {r['error']} | | | | | | {r['load']:.1f} |")
             continue
         stages = ", ".join(f"{k} {v:.1f}" for k, v in r["stages"].items())
+        posed = r.get("posed", {})
+        if "pose" in r["stages"]:  # frames on which every athlete slot had a pose
+            full = sum(v for k, v in posed.items() if int(k) >= r.get("athletes", 1))
+            posed_cell = f"{full} of {r['frames']}"
+        else:
+            posed_cell = "–"
         lines.append(f"| {clip} | {label} | {r['frames']} | {r['rtf']:.2f}× | {r['rtf_whole']:.2f}× | {r['cpu']:.0f} % | "
-                     f"{r['rss_mb']:.0f} MB | {stages} | {r['load']:.1f} |")
+                     f"{r['rss_mb']:.0f} MB | {posed_cell} | {stages} | {r['load']:.1f} |")
         notes += [f"{clip}, {label}: {n}" for n in r.get("notes", [])]
     return lines + ([""] + notes if notes else [])
 
@@ -204,7 +252,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clips", default=CLIPS, help="comma-separated clips under $VPD_DATA_DIR/videos")
     ap.add_argument("--max-frames", type=int, default=250, help="frames per clip (at 25 fps)")
     ap.add_argument("--student", help="a distilled student (.safetensors): a VPD chain row under the CPU dispatch")
-    ap.add_argument("--workers", default="1,0", help="stage_workers of the default-chain rows (0 = one per core)")
+    ap.add_argument("--chains", default="default,vpd", help="which chains get rows: default, vpd or both")
+    ap.add_argument("--workers", default="1", help="stage_workers of the default-chain rows (0 = one per core)")
+    ap.add_argument("--no-sequential", dest="sequential", action="store_false",
+                    help="no default-chain row with the pools at 1 (the sequential path)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per row")
     ap.add_argument("--out", help="also write the markdown here")
     args = ap.parse_args(argv)
@@ -214,6 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     from engines.dispatch import read_cpuinfo
 
     args.workers = [int(w) for w in args.workers.split(",")]
+    args.chains = {c.strip() for c in args.chains.split(",") if c.strip()}
+    if not args.chains or args.chains - {"default", "vpd"}:
+        raise SystemExit(f"error: --chains takes default, vpd or both, got {','.join(sorted(args.chains)) or 'nothing'}")
     clips = [data_root() / "videos" / c for c in args.clips.split(",")]
     missing = [str(c) for c in clips if not c.is_file()]
     if missing:
