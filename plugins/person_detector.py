@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from concurrent.futures import Future
-from typing import Protocol
+from typing import Callable, Protocol
 
 import cv2
 import numpy as np
@@ -242,6 +242,10 @@ def _detect_view(detector: PersonDetector, rgb: np.ndarray) -> list[PersonDetect
     return detector.detect(np.ascontiguousarray(rgb))
 
 
+def _detect_pixels(detector: PersonDetector, pixels: Callable[[], np.ndarray]) -> list[PersonDetection]:
+    return detector.detect(np.ascontiguousarray(pixels()))
+
+
 class DetectorPool:
     """Several instances of one person detector, run side by side (one thread each).
 
@@ -257,8 +261,10 @@ class DetectorPool:
     def workers(self) -> int:
         return self._pool.workers
 
-    def submit(self, rgb: np.ndarray) -> Future:
-        return self._pool.submit(_detect_view, rgb)
+    def submit(self, rgb: np.ndarray | Callable[[], np.ndarray]) -> Future:
+        """Detect on ``rgb``, or on what ``rgb()`` returns, called in the worker (a frame's
+        pixels converted there, side by side with the other detections)."""
+        return self._pool.submit(_detect_pixels if callable(rgb) else _detect_view, rgb)
 
     def detect(self, rgb: np.ndarray) -> list[PersonDetection]:
         return self.submit(rgb).result()

@@ -200,7 +200,7 @@ class TrackerPlugin(Plugin):
             position = state.frames + seen.get(frame.stream_id, 0)
             seen[frame.stream_id] = seen.get(frame.stream_id, 0) + 1
             if state.sweep is None and position % every == 0:
-                ahead[i] = pool.submit(frame.rgb)
+                ahead[i] = pool.submit(lambda frame=frame: frame.rgb)  # pixels made (if lazy) in the worker
         return ahead
 
     def _regions(self, state: _StreamState, frame: Frame, windows_only: bool = False) -> list[Region] | None:
