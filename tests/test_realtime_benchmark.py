@@ -51,8 +51,11 @@ def test_vpd_rows_keep_the_clip_s_athletes_and_replicas_are_opt_in():
                                                     "VPD chain, 2 athletes, ResNet-34 int8 (random weights, speed only)"]
     assert all(spec["plugins"]["tracker"] == {"max_athletes": 2} for _, _, spec in specs[1:])
     assert specs[2][2]["plugins"]["student"]["model"] == "int8.onnx"
-    replicas = realtime.specs_for(clips, _args(workers=[1, 0], sequential=False))
-    assert [spec.get("workers") for _, _, spec in replicas[1:]] == [1, 0]
+    replicas = realtime.specs_for(clips, _args(workers=[1, 0]))
+    assert [(label, spec.get("workers")) for _, label, spec in replicas[1:]] == [
+        ("default chain, 2 athletes, pools (the default)", 1), ("default chain, 2 athletes, sequential", 1),
+        ("default chain, 2 athletes, pools (the default), replicas", 0),
+        ("default chain, 2 athletes, sequential, replicas", 0)]
 
 
 def test_bad_chains_option_is_one_error_line():

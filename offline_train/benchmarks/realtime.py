@@ -181,9 +181,9 @@ def specs_for(clips: list[Path], args, vpd_heads: dict | None = None, int8: str 
                 label = "" if w == 1 else ", replicas" if w == 0 else f", {w} replicas"
                 specs.append((clip.name, f"default chain, {players}pools (the default){label}",
                               {**base, "chain": DEFAULT_CHAIN, "plugins": tracker, "workers": w}))
-            if args.sequential:
-                specs.append((clip.name, f"default chain, {players}sequential",
-                              {**base, "chain": DEFAULT_CHAIN, "plugins": _merge(tracker, SEQUENTIAL), "workers": 1}))
+                if args.sequential:
+                    specs.append((clip.name, f"default chain, {players}sequential{label}",
+                                  {**base, "chain": DEFAULT_CHAIN, "plugins": _merge(tracker, SEQUENTIAL), "workers": w}))
         if "vpd" not in args.chains:
             continue
         student = {"random_init": True, "cache_dir": str(cache)}
