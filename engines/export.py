@@ -39,10 +39,12 @@ class _Float32Outputs(nn.Module):
 
 def export_onnx(module: nn.Module, example_inputs: dict[str, np.ndarray], path: str | Path, *,
                 output_names: list[str] | tuple[str, ...], precision: str = "fp32",
-                opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None) -> Path:
+                opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None,
+                dynamic_axes: dict[str, dict[int, str]] | None = None) -> Path:
     """Export ``module`` (forward takes ``example_inputs``' keys in order) to ``path``.
 
-    Every input and output gets a dynamic leading ``batch`` axis. The file is written
+    Every input and output gets a dynamic leading ``batch`` axis; ``dynamic_axes`` adds
+    others (a sequence head's ``{1: "time"}``) per input or output name. The file is written
     atomically (a partial export never masquerades as a model), then checked by onnx.
     """
     import onnx
@@ -59,7 +61,7 @@ def export_onnx(module: nn.Module, example_inputs: dict[str, np.ndarray], path: 
     wrapped = _Float32Outputs(module).eval()
     names = list(example_inputs)
     args = tuple(torch.from_numpy(np.ascontiguousarray(example_inputs[n])) for n in names)
-    dynamic = {n: {0: "batch"} for n in [*names, *output_names]}
+    dynamic = {n: {0: "batch", **(dynamic_axes or {}).get(n, {})} for n in [*names, *output_names]}
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
         with warnings.catch_warnings(), torch.no_grad():

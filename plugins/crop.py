@@ -5,6 +5,8 @@ one (so motion between the two stays inside), its side is the union's longer sid
 max(10 %, 25 px) on every side, and it is zero-padded where it leaves the image. The
 previous crop is taken from ``frame.prev_rgb`` (the source-rate frame round(source_fps /
 target_fps) frames earlier), or from the frame itself when there is none (first frame).
+Once the crops are taken the frame lets go of the previous frame's pixels (no later stage
+needs them): a 60 fps source's skipped frame is converted for its crop and freed at once.
 """
 from __future__ import annotations
 
@@ -85,6 +87,7 @@ class CropPlugin(Plugin):
             tracks = frame.annotations.get("tracks", {})
             previous = self._last_box.get(frame.stream_id, {})
             crops: dict[int, Crop] = {}
+            prev_image = None
             for tid, track in tracks.items():
                 if not (track.is_athlete or o.all_tracks):
                     continue
@@ -93,11 +96,13 @@ class CropPlugin(Plugin):
                 union = box if prev is None else np.concatenate([np.minimum(box[:2], prev[:2]),
                                                                   np.maximum(box[2:], prev[2:])])
                 square = square_box(union, o.pad_frac, o.pad_min)
-                prev_image = frame.prev_rgb if frame.prev_rgb is not None else frame.rgb
+                if prev_image is None:
+                    prev_image = frame.prev_rgb if frame.prev_rgb is not None else frame.rgb
                 crops[tid] = Crop(rgb=crop_square(frame.rgb, square, o.size),
                                   prev_rgb=crop_square(prev_image, square, o.size), box=square)
             self._last_box[frame.stream_id] = {tid: np.asarray(t.box, np.float32).copy() for tid, t in tracks.items()}
             frame.annotations["crop"] = crops
+            frame.release_previous()
 
     def end_stream(self, eos: EndOfStream) -> None:
         self._last_box.pop(eos.stream_id, None)

@@ -4,7 +4,8 @@ Windows. For each track, per-frame features (``pose`` joints or a student ``embe
 feed windows of ``window`` (W) frames, one ending every ``stride`` (S) frames; the first
 windows of a track start at its first frame and are shorter (head windows [0, e), e < W),
 and when the track ends a tail window covers its last W frames. The BiGRU ensemble runs
-through ``engines.create_engine("torch")``.
+through ``engines.heads``: ONNX Runtime (exported once and cached; no PyTorch in the process)
+unless the run's engine is ``torch``, the reference.
 
 Activation. A frame's activation is a weighted mean over the windows covering it that had
 run when it became final. ``weighting = "taper"`` (default) weights a window's frame by
@@ -42,10 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from engines import Engine, create_engine, run_chunked
+from engines import Engine, run_chunked
+from engines.heads import ensemble_engine, head_engines
 from vpd_stream.annotations import FEATURE_SOURCES, Key, feature_vector
 from vpd_stream.errors import ConfigError, ModelError
 from vpd_stream.frame import EndOfStream, Event, Frame
@@ -57,33 +57,14 @@ from vpd_stream.heads.windows import (
     window_spans,
     window_weights,
 )
-from vpd_stream.models.head_io import head_features, load_heads
+from vpd_stream.models.head_io import head_features
 from vpd_stream.plugin import Plugin, PluginContext
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_DETECTOR = WEIGHTS_DIR / "penn_swing_detector"
 
 
-class EnsembleActivation(nn.Module):
-    """The detector ensemble as one network: (B, T, d) windows -> (B, T) mean sigmoid activation."""
-
-    input_names = ("windows",)
-    output_names = ("activation",)
-
-    def __init__(self, models: list[nn.Module]) -> None:
-        super().__init__()
-        self.models = nn.ModuleList(models)
-
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        return torch.stack([torch.sigmoid(m(windows)) for m in self.models]).mean(0)
-
-
-def ensemble_engine(models: list[nn.Module], max_batch: int = 64) -> Engine:
-    """The ensemble behind the project's engine interface (PyTorch backend, fp32, CPU)."""
-    return create_engine("torch", module=EnsembleActivation(models), max_batch=max_batch, channels_last=False)
-
-
-def run_windows(engine: Engine | list[nn.Module], windows: list[np.ndarray]) -> list[np.ndarray]:
+def run_windows(engine: Engine | list[Any], windows: list[np.ndarray]) -> list[np.ndarray]:
     """Ensemble-mean sigmoid activations of equal- or mixed-length windows.
 
     ``engine`` is an ``ensemble_engine`` (or a list of detector modules, wrapped in one).
@@ -102,7 +83,7 @@ def run_windows(engine: Engine | list[nn.Module], windows: list[np.ndarray]) -> 
     return out  # type: ignore[return-value]
 
 
-def sliding_window_activations(engine: Engine | list[nn.Module], features: np.ndarray,
+def sliding_window_activations(engine: Engine | list[Any], features: np.ndarray,
                                window: int, stride: int, lookahead: int = -1,
                                weighting: str = "mean") -> np.ndarray:
     """The offline reference of the plugin's streaming activations (same windows, same weights)."""
@@ -200,19 +181,26 @@ class DetectorPlugin(Plugin):
         self.requires = (Key.TRACKS, FEATURE_SOURCES[o.features])
         self.lookahead = o.window - 1 if o.lookahead < 0 else min(o.lookahead, o.window - 1)
         self.states: dict[str, dict[int, TrackState]] = {}
-        self.models: list[torch.nn.Module] = []
+        self.models: list[Any] = []  # the PyTorch modules (torch engine only)
+        self.path_note = ""
 
     def setup(self, context: PluginContext) -> None:
         super().setup(context)
-        bundle = load_heads(self.options.weights or DEFAULT_DETECTOR, kind="detector")
-        check_head_features("detector", self.options.weights or DEFAULT_DETECTOR, bundle.meta,
+        heads = head_engines(self.options.weights or DEFAULT_DETECTOR, "detector", backend=context.engine,
+                             max_batch=self.options.max_batch)
+        check_head_features("detector", self.options.weights or DEFAULT_DETECTOR, heads.meta,
                             self.options.features, context.target_fps)
-        self.models = bundle.models
-        self.engine = ensemble_engine(self.models, max_batch=self.options.max_batch)
-        self.dim = bundle.config.input_dim
-        self.action = str(bundle.meta.get("action", "action"))
-        self.mean_len = float(bundle.meta.get("mean_action_length", 0.0))
-        self.threshold = self.options.threshold if self.options.threshold >= 0 else float(bundle.meta.get("threshold", 0.2))
+        self.models = heads.models
+        self.engine = heads.engines[0]
+        self.path_note = heads.report(self.name, context.metrics)
+        self.dim = int(heads.config["input_dim"])
+        self.action = str(heads.meta.get("action", "action"))
+        self.mean_len = float(heads.meta.get("mean_action_length", 0.0))
+        self.threshold = self.options.threshold if self.options.threshold >= 0 else float(heads.meta.get("threshold", 0.2))
+
+    def summary_lines(self) -> list[str]:
+        """Which path the ensemble runs on, for the run summary."""
+        return [self.path_note] if self.path_note else []
 
     # -- per frame ----------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """recognizer: the fine-grained class of each detected interval.
 
-Two methods: ``bigru`` (default) runs the committed BiGRU head through the torch engine and
-sums class probabilities over the flipped view; ``nns`` finds the interval's nearest
+Two methods: ``bigru`` (default) runs the committed BiGRU head through ``engines.heads``
+(ONNX Runtime, exported once and cached, no PyTorch in the process; the PyTorch reference when
+the run's engine is ``torch``) and sums class probabilities over the flipped view; ``nns`` finds the interval's nearest
 sequence in an NNS index (DTW, symmetricP2, every flip combination; build the index with
 `vpd-stream train nns-index`) and reports the share of the ``neighbours`` nearest index
 sequences that agree with the label. Keeps a bounded per-track history of features (missing frames hold the last feature) and
@@ -25,14 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from engines import create_engine
+from engines.heads import head_engines
 from vpd_stream.annotations import FEATURE_SOURCES, Key, feature_vector
-from vpd_stream.dtw import DtwIndex
 from vpd_stream.errors import ConfigError, ModelError
 from vpd_stream.frame import EndOfStream, Event, Frame
 from vpd_stream.heads.ensemble import predict_proba
-from vpd_stream.heads.nns import exact_flip_min_costs, flip_min_costs
-from vpd_stream.models.head_io import load_heads
 from vpd_stream.models.nns_index import index_meta, load_nns_index
 from vpd_stream.plugin import Plugin, PluginContext
 from vpd_stream.skeleton import flip_features
@@ -86,10 +84,13 @@ class RecognizerPlugin(Plugin):
             raise ConfigError(f"recognizer: neighbours must be at least 1, got {self.options.neighbours}")
         self.requires = (Key.TRACKS, FEATURE_SOURCES[self.options.features], Key.EVENTS)
         self.history: dict[str, dict[int, OrderedDict[int, np.ndarray]]] = {}
+        self.path_note = ""
 
     def setup(self, context: PluginContext) -> None:
         super().setup(context)
         if self.options.method == "nns":
+            from vpd_stream.dtw import DtwIndex  # numba (about 50 MB): only for this method
+
             source = load_nns_index(self.options.index)
             meta, self.index_labels = source.meta, source.labels
             self.classes, self.dim = source.classes, source.dim
@@ -97,12 +98,14 @@ class RecognizerPlugin(Plugin):
             self.dtw_index = DtwIndex(source.seqs)
             self.dtw_index_flipped = DtwIndex(source.flipped) if source.flipped is not None else None
         else:
-            bundle = load_heads(self.options.weights or DEFAULT_RECOGNIZER, kind="recognizer")
-            # Every network runs through engines/; the torch engine is the heads' reference backend.
-            self.engines = [create_engine("torch", module=m, max_batch=100, channels_last=False) for m in bundle.models]
-            meta = bundle.meta
-            self.classes = list(meta.get("classes") or [str(i) for i in range(bundle.config.num_classes)])
-            self.dim = bundle.config.input_dim
+            # Every network runs through engines/: ONNX Runtime, or the torch reference (--engine torch).
+            heads = head_engines(self.options.weights or DEFAULT_RECOGNIZER, "recognizer", backend=context.engine,
+                                 max_batch=100)
+            self.engines = heads.engines
+            self.path_note = heads.report(self.name, context.metrics)
+            meta = heads.meta
+            self.classes = list(meta.get("classes") or [str(i) for i in range(int(heads.config.get("num_classes", 1)))])
+            self.dim = int(heads.config["input_dim"])
         check_head_features("recognizer", self.options.index if self.options.method == "nns" else
                             (self.options.weights or DEFAULT_RECOGNIZER), meta, self.options.features, context.target_fps)
         # Outside what training saw: below the calibrated class probability (bigru) or above the
@@ -165,7 +168,7 @@ class RecognizerPlugin(Plugin):
             ev.relabel(UNKNOWN_LABEL if unk else self.classes[c], score)
 
     def _classify_bigru(self, seqs: list[np.ndarray], flipped: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        probs = predict_proba([_engine_call(e) for e in self.engines], seqs, self.flip, flipped=flipped)
+        probs = predict_proba(self.engines, seqs, self.flip, flipped=flipped)
         best = probs.argmax(1)
         # Probabilities were summed over the flip views: report a mean in [0, 1].
         views = 2 if (self.flip or flipped is not None) else 1
@@ -173,6 +176,8 @@ class RecognizerPlugin(Plugin):
         return best, score, score < self.unknown_below
 
     def _classify_nns(self, seqs: list[np.ndarray], flipped: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from vpd_stream.heads.nns import exact_flip_min_costs, flip_min_costs
+
         if flipped is not None:  # embeddings: their flip is no isometry, so all four combinations
             costs = exact_flip_min_costs(seqs, flipped, self.dtw_index, self.dtw_index_flipped)
         else:
@@ -203,16 +208,10 @@ class RecognizerPlugin(Plugin):
             raise ConfigError(f"recognizer: got {width}-d features, the head expects {self.dim}-d")
         return x
 
+    def summary_lines(self) -> list[str]:
+        """Which path the BiGRU head runs on, for the run summary."""
+        return [self.path_note] if self.path_note else []
+
     def describe(self, frame: Frame) -> dict[str, Any]:
         labels = frame.annotations.get("label")
         return {"tracks": {tid: {"label": lab} for tid, lab in labels.items()}} if labels else {}
-
-
-def _engine_call(engine: Any) -> Any:
-    """The engine as the (x, lengths) -> logits callable predict_proba expects."""
-    import torch
-
-    def call(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(engine.run({"x": x.numpy(), "lengths": lengths.numpy()})["output"])
-
-    return call

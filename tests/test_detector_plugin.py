@@ -56,7 +56,7 @@ def test_streaming_equals_offline_sliding_windows(tmp_path, n: int, window: int,
     _tiny_detector(tmp_path / "det")
     plugin = DetectorPlugin(DetectorPlugin.Options(weights=str(tmp_path / "det"), window=window, stride=stride,
                                                    lookahead=lookahead, weighting=weighting))
-    plugin.setup(PluginContext())
+    plugin.setup(PluginContext(engine="torch"))  # the PyTorch reference: bit-exact below
     feats = np.random.default_rng(n).normal(size=(n, 26)).astype(np.float32)
     finals = []
     real_step = plugin._step_interval
@@ -155,7 +155,7 @@ def test_online_ap_matches_offline_on_penn_sequences(data_dir) -> None:
                             [c.clip_id for c in test], 40, seed=0)
     assert len(seqs) == 40
     plugin = DetectorPlugin()  # the defaults under test
-    plugin.setup(PluginContext())
+    plugin.setup(PluginContext(engine="torch"))  # plugin.models: the PyTorch reference
     o = plugin.options
     print(f"window {o.window} stride {o.stride} lookahead {o.lookahead} weighting {o.weighting}")
     online, latencies = [], []

@@ -31,7 +31,7 @@ def _tiny_recognizer(tmp_path, seed: int) -> RecognizerPlugin:
     model = Recognizer(HeadConfig("recognizer", 26, 3, hidden=16)).eval()
     save_heads(tmp_path / "rec", HeadBundle(model.cfg, [model], {"classes": ["a", "b", "c"], "features": "pose"}))
     plugin = RecognizerPlugin(RecognizerPlugin.Options(weights=str(tmp_path / "rec")))
-    plugin.setup(PluginContext())
+    plugin.setup(PluginContext(engine="torch"))  # the PyTorch reference (ONNX Runtime: tests/test_engines_heads.py)
     return plugin
 
 

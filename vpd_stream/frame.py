@@ -1,11 +1,51 @@
 """The unit of data that flows through the pipeline."""
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+
+
+class Picture(Protocol):
+    """Decoded pixels not yet turned into an RGB array (``vpd_stream.sources`` makes them).
+
+    ``rgb()`` converts on its first call and returns the same array afterwards; ``shape`` is
+    the upright (height, width) without converting; ``nbytes`` what it holds now.
+    """
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    def rgb(self) -> np.ndarray: ...
+
+
+class FramePixels:
+    """Process-wide count of the frames whose pixels are alive (decoded or RGB), and bytes.
+
+    Every ``Frame`` built from a ``Picture`` registers it until its pixels are released or the
+    frame is collected, so a benchmark or a test can see what is in flight.
+    """
+
+    _lock = threading.Lock()
+    live = 0
+    peak = 0
+
+    @classmethod
+    def add(cls, n: int) -> None:
+        with cls._lock:
+            cls.live += n
+            cls.peak = max(cls.peak, cls.live)
+
+    @classmethod
+    def reset_peak(cls) -> None:
+        with cls._lock:
+            cls.peak = cls.live
 
 
 @dataclass
@@ -15,28 +55,105 @@ class Frame:
     ``annotations`` maps what a plugin *provides* (e.g. ``"tracks"``, ``"pose"``) to its
     value; per-track values are dicts keyed by track id. ``prev_rgb`` is the source-rate
     frame ``prev_step`` frames earlier (the frame optical flow is computed against).
+
+    Pixels are lazy: a source gives ``picture`` (and ``prev_picture``), the decoded frame
+    still in FFmpeg's YUV (half the bytes of RGB at 4:2:0), and ``rgb`` / ``prev_rgb`` convert
+    on first use, once, shared by every plugin that reads them (and by the next frame, whose
+    previous frame this is). ``rgb`` may also be given (or assigned) as an array, as before.
+    ``release_previous()`` drops this frame's hold on the previous frame once its crops are
+    taken; ``release_pixels()`` drops everything (``rgb`` is then None).
     """
 
     stream_id: str
     index: int
     pts: float
-    rgb: np.ndarray
+    rgb: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     source_index: int = 0
     source_fps: float | None = None
     target_fps: float | None = None
-    prev_rgb: np.ndarray | None = None
+    prev_rgb: np.ndarray | None = field(default=None, repr=False)
     prev_step: int = 1
     decoded_at: float = field(default_factory=time.monotonic)
     annotations: dict[str, Any] = field(default_factory=dict)
     events: list["Event"] = field(default_factory=list)
+    picture: Picture | None = field(default=None, repr=False)
+    prev_picture: Picture | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.picture is not None:
+            FramePixels.add(1)
+            self._counted = True
 
     @property
     def height(self) -> int:
+        if self._rgb is None and self.picture is not None:
+            return int(self.picture.shape[0])
         return int(self.rgb.shape[0])
 
     @property
     def width(self) -> int:
+        if self._rgb is None and self.picture is not None:
+            return int(self.picture.shape[1])
         return int(self.rgb.shape[1])
+
+    @property
+    def pixels_converted(self) -> bool:
+        """Whether ``rgb`` exists as an array now (False while it is still a decoded picture)."""
+        return self._rgb is not None
+
+    def release_previous(self) -> None:
+        """Forget the previous frame's pixels (after the last stage that needs them: crop)."""
+        self._prev_rgb = None
+        self.prev_picture = None
+
+    def release_pixels(self) -> None:
+        """Forget every pixel this frame holds; ``rgb`` and ``prev_rgb`` are None afterwards."""
+        self.release_previous()
+        self._rgb = None
+        self.picture = None
+        self._uncount()
+
+    def _uncount(self) -> None:
+        if self.__dict__.pop("_counted", False):
+            FramePixels.add(-1)
+
+    def __del__(self) -> None:
+        try:
+            self._uncount()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def _get_rgb(self: Frame) -> np.ndarray:
+    rgb = self.__dict__.get("_rgb")
+    if rgb is None and self.picture is not None:
+        rgb = self.picture.rgb()
+        self._rgb = rgb
+    return rgb  # type: ignore[return-value]
+
+
+def _set_rgb(self: Frame, value: np.ndarray | None) -> None:
+    self._rgb = value
+
+
+def _get_prev_rgb(self: Frame) -> np.ndarray | None:
+    prev = self.__dict__.get("_prev_rgb")
+    if prev is None and self.__dict__.get("prev_picture") is not None:
+        prev = self.prev_picture.rgb()  # type: ignore[union-attr]
+        self._prev_rgb = prev
+    return prev
+
+
+def _set_prev_rgb(self: Frame, value: np.ndarray | None) -> None:
+    self._prev_rgb = value
+
+
+# Properties over the dataclass fields: the generated __init__ (and dataclasses.replace)
+# assign through them, so ``Frame(..., rgb=array)`` and ``frame.rgb = array`` work as before.
+Frame.rgb = property(_get_rgb, _set_rgb)  # type: ignore[assignment]
+Frame.prev_rgb = property(_get_prev_rgb, _set_prev_rgb)  # type: ignore[assignment]
+Frame._rgb = None  # type: ignore[attr-defined]
+Frame._prev_rgb = None  # type: ignore[attr-defined]
 
 
 @dataclass

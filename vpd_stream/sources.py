@@ -506,17 +506,18 @@ class VideoSource:
 
     def _make_frame(self, index: int, pts: float, lazy: "_Lazy", source_index: int,
                     prev: "_Lazy | None", step: int) -> Frame:
-        rgb = lazy.rgb()
+        # Pixels stay decoded (YUV) until a plugin reads frame.rgb: frames queued for a busy
+        # stage hold half the bytes of RGB, and the previous frame is converted only if used.
         frame = Frame(
             stream_id=self.stream_id,
             index=index,
             pts=pts,
-            rgb=rgb,
             source_index=source_index,
             source_fps=self.status.fps,
             target_fps=self.target_fps,
-            prev_rgb=prev.rgb() if prev is not None else None,
             prev_step=step,
+            picture=lazy,
+            prev_picture=prev,
         )
         if self._pending_gap is not None and source_index >= self._pending_gap[0]:
             frame.annotations[GAP_KEY] = self._pending_gap[1]
@@ -527,20 +528,44 @@ class VideoSource:
 class _Lazy:
     """A decoded frame converted to RGB only if (and only once) it is used, turned upright
     when the stream says it is displayed rotated (a phone's portrait video: the MP4 display
-    matrix, or ``rotate`` metadata, which FFmpeg turns into one)."""
+    matrix, or ``rotate`` metadata, which FFmpeg turns into one).
 
-    __slots__ = ("frame", "_rgb")
+    Implements ``vpd_stream.frame.Picture``. The conversion is libswscale's (PyAV
+    ``to_ndarray``), the same pixels as converting at once; after it the decoded frame is let
+    go, so a picture holds either the YUV frame or its RGB array, never both. It may be
+    converted from any thread (a lock makes it happen once)."""
+
+    __slots__ = ("frame", "_rgb", "_lock", "_shape", "_turns")
 
     def __init__(self, frame) -> None:
         self.frame = frame
         self._rgb: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self._turns = display_quarter_turns(frame)
+        h, w = int(frame.height), int(frame.width)
+        self._shape = (w, h) if self._turns % 2 else (h, w)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._shape
+
+    @property
+    def nbytes(self) -> int:
+        if self._rgb is not None:
+            return int(self._rgb.nbytes)
+        frame = self.frame
+        return sum(int(p.buffer_size) for p in frame.planes) if frame is not None else 0
 
     def rgb(self) -> np.ndarray:
-        if self._rgb is None:
-            rgb = self.frame.to_ndarray(format="rgb24")
-            turns = display_quarter_turns(self.frame)
-            self._rgb = np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
-        return self._rgb
+        rgb = self._rgb
+        if rgb is not None:
+            return rgb
+        with self._lock:
+            if self._rgb is None:
+                rgb = self.frame.to_ndarray(format="rgb24")
+                self._rgb = np.ascontiguousarray(np.rot90(rgb, self._turns)) if self._turns else rgb
+                self.frame = None  # the YUV frame goes back to FFmpeg's pool
+            return self._rgb
 
 
 def display_quarter_turns(frame) -> int:

@@ -4,34 +4,45 @@
 prefix ``m{i}.``); ``name.json`` (the common sidecar of ``weights_file``: format, version,
 sha256 of the tensors) holds the HeadConfig, the class names, the feature set, the
 training command and its metrics. No pickle is involved anywhere.
+
+``read_head`` checks a head's sidecar and tensors file (sha256) and returns its
+configuration and metadata without PyTorch, for the engines that run heads without it
+(``engines.heads``); ``load_heads`` builds the PyTorch modules.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
-from .heads import ARCHS, HeadConfig, build_head
 from .weights_file import read_sidecar, write_model_file
+
+if TYPE_CHECKING:
+    import torch
+
+    from .heads import HeadConfig
 
 FORMAT = "vpd-stream-head"
 VERSION = 1
 FIX = "train it with `vpd-stream train` or point the plugin's 'weights' option at an existing head"
 
 
+KINDS = ("recognizer", "detector")
+
+
 @dataclass
 class HeadBundle:
-    config: HeadConfig
-    models: list[torch.nn.Module]
+    config: "HeadConfig"
+    models: list["torch.nn.Module"]
     meta: dict[str, Any] = field(default_factory=dict)  # classes, features, command, metrics, ...
 
 
-def save_heads(path: str | Path, bundle: HeadBundle, dtype: torch.dtype = torch.float16) -> None:
-    """Write path.safetensors + path.json; weights are stored as fp16 to keep them small."""
+def save_heads(path: str | Path, bundle: HeadBundle, dtype: "torch.dtype | None" = None) -> None:
+    """Write path.safetensors + path.json; weights are stored as fp16 (``dtype``) to keep them small."""
+    import torch
+
+    dtype = torch.float16 if dtype is None else dtype
     path = Path(path).with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -43,7 +54,35 @@ def save_heads(path: str | Path, bundle: HeadBundle, dtype: torch.dtype = torch.
     write_model_file(path.with_suffix(".safetensors"), tensors, sidecar, FORMAT, VERSION)
 
 
+def read_head(path: str | Path, kind: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A head's checked configuration and its whole sidecar, without PyTorch.
+
+    The sidecar must be intact (format, version, the tensors' sha256) and the configuration
+    say a known kind (``kind``, when given) with the sizes a network needs.
+    """
+    path = Path(path).with_suffix("")
+    meta = read_sidecar(path.with_suffix(".safetensors"), FORMAT, VERSION, "head", FIX)
+    config = meta.get("config")
+    try:
+        if not isinstance(config, dict):
+            raise ValueError("no configuration")
+        if int(meta["ensemble"]) < 1:
+            raise ValueError(f"ensemble of {meta['ensemble']}")
+        int(config["input_dim"]), int(config.get("num_classes", 1))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"head {path} cannot be read ({exc}); retrain it or restore the file") from None
+    if config.get("kind") not in KINDS:
+        raise ModelError(f"head {path} has an unknown kind {config.get('kind')!r} in its sidecar; retrain it")
+    if kind is not None and config["kind"] != kind:
+        raise ModelError(f"head {path} is a {config['kind']}, but a {kind} is needed here")
+    return dict(config), meta
+
+
 def load_heads(path: str | Path, kind: str | None = None) -> HeadBundle:
+    from safetensors.torch import load_file
+
+    from .heads import ARCHS, HeadConfig, build_head
+
     path = Path(path).with_suffix("")
     wfile = path.with_suffix(".safetensors")
     meta = read_sidecar(wfile, FORMAT, VERSION, "head", FIX)
@@ -55,7 +94,7 @@ def load_heads(path: str | Path, kind: str | None = None) -> HeadBundle:
         tensors = load_file(str(wfile))
     except Exception as exc:
         raise ModelError(f"head {path} cannot be read ({exc}); retrain it or restore the file") from None
-    if cfg.kind not in ("recognizer", "detector"):
+    if cfg.kind not in KINDS:
         raise ModelError(f"head {path} has an unknown kind {cfg.kind!r} in its sidecar; retrain it")
     if cfg.arch not in ARCHS:
         raise ModelError(f"head {path} has an unknown arch {cfg.arch!r} in its sidecar (this vpd-stream builds "
