@@ -37,6 +37,7 @@ import numpy as np
 from .config import SourceConfig
 from .errors import InputError
 from .frame import Frame
+from .memory import release_frame_buffers
 from .queues import GAP_KEY
 from .resample import RateResampler
 
@@ -140,6 +141,7 @@ class VideoSource:
         stdin=None,
         max_frames: int | None = None,
     ) -> None:
+        release_frame_buffers()  # decoded frames are megabytes each: freed ones leave the process
         self.spec = spec
         self.shown = redact_url(spec)  # what messages show: the URL without its password
         self.stream_id = stream_id
