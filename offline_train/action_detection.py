@@ -232,11 +232,13 @@ def train_ensemble(seqs: list[Sequence], flip: Callable | None, cfg: DetectorTra
 
 
 def train_default_detector(data, out, steps: int, folds: int, command: str, threshold: float = 0.2,
-                           log: Callable[[str], None] = print) -> dict:
+                           log: Callable[[str], None] = print, anatomical: bool = True) -> dict:
     """Train the swing detector the detector plugin loads by default.
 
     Trained on 30 sequences of concatenated official-train clips (seed 0), evaluated on 40
-    sequences of test clips (seed 0, the detection benchmark's sequences).
+    sequences of test clips (seed 0, the detection benchmark's sequences). ``anatomical``:
+    Penn's sides swapped to the person's own, as the stream's joints are
+    (``recognition.penn_anatomical``).
     """
     from pathlib import Path
 
@@ -247,7 +249,11 @@ def train_default_detector(data, out, steps: int, folds: int, command: str, thre
     from .penn_action import load_penn_action
 
     fs = get_feature_set("pose2d")
+    from .recognition import penn_anatomical
+
     clips = load_penn_action(data)
+    if anatomical:
+        clips = [penn_anatomical(c) for c in clips]
 
     def make(cs, n):
         return concat_sequences([fs.extract(c) for c in cs], [c.action in SWING_CLASSES for c in cs],
@@ -275,6 +281,7 @@ def train_default_detector(data, out, steps: int, folds: int, command: str, thre
     path = Path(out) if out else DEFAULT_DETECTOR  # where the detector plugin loads it from
     meta = {"action": "swing", "action_classes": list(SWING_CLASSES), "features": "pose",
             "feature_set": "pose2d", "fps": 25.0, "mean_action_length": mean_len,
+            "penn_sides": "anatomical" if anatomical else "as labelled",
             "threshold": event_threshold, "threshold_calibration": calibration, "min_length": 3, "window": cfg.window,
             "dataset": "Penn Action official train split, 30 concatenated sequences (seed 0)",
             "command": command, "train_config": cfg.__dict__, "folds": infos,

@@ -8,6 +8,9 @@
   (``recognition.stratified_val`` with the training seed); the ``unknown_below`` bound is the
   5th percentile of the winning-class probability on the validation clips it got right.
 
+Both read Penn's clips with the sides the head was trained on (``penn_sides`` in its
+sidecar: "anatomical" = ``recognition.penn_anatomical``, else as labelled).
+
 Writes a calibrated copy (same tensors, the sidecar gains the calibration) so the committed
 defaults stay untouched: ``python -m offline_train.calibrate_heads --out DIR``.
 """
@@ -22,6 +25,13 @@ from .action_detection import SWING_CLASSES, activations, concat_sequences
 from .sport_heads import UNKNOWN_PERCENTILE, choose_threshold
 
 
+def _sides(meta: dict, clips: list) -> list:
+    """Penn's clips with the sides the head was trained on."""
+    from .recognition import penn_anatomical
+
+    return [penn_anatomical(c) for c in clips] if meta.get("penn_sides") == "anatomical" else clips
+
+
 def calibrate_detector(head: Path, train: list, out: Path) -> dict:
     """``train``: the Penn Action official train clips."""
     from vpd_stream.models.head_io import HeadBundle, load_heads, save_heads
@@ -29,6 +39,7 @@ def calibrate_detector(head: Path, train: list, out: Path) -> dict:
     from .features import get_feature_set
 
     bundle = load_heads(head, kind="detector")
+    train = _sides(bundle.meta, train)
     fs = get_feature_set(bundle.meta.get("feature_set", "pose2d"))  # the features it was trained on
     seqs = concat_sequences([fs.extract(c) for c in train], [c.action in SWING_CLASSES for c in train],
                             [c.clip_id for c in train], 30, seed=0)
@@ -57,6 +68,7 @@ def calibrate_recognizer(head: Path, train: list, out: Path) -> dict:
     from .recognition import stratified_val
 
     bundle = load_heads(head, kind="recognizer")
+    train = _sides(bundle.meta, train)
     fs = get_feature_set(bundle.meta.get("feature_set", "pose2d"))  # the features it was trained on
     y = np.array([c.label for c in train])
     val = np.flatnonzero(stratified_val(y, 0.2, np.random.default_rng(0)))  # train_recognizer's split (seed 0)

@@ -34,19 +34,20 @@ class NnsIndex:
         return int(self.seqs[0].shape[1])
 
 
-def save_nns_index(path: str | Path, index: NnsIndex) -> Path:
+def save_nns_index(path: str | Path, index: NnsIndex, dtype: Any = np.float32) -> Path:
+    """``dtype``: how the features are stored (float16 halves a committed index; read as float32)."""
     import torch
 
     if not index.seqs or len(index.seqs) != len(index.labels):
         raise ValueError("an NNS index needs one label per sequence and at least one sequence")
     offsets = np.cumsum([0] + [len(s) for s in index.seqs]).astype(np.int64)
-    tensors = {"features": torch.from_numpy(np.concatenate(index.seqs).astype(np.float32)),
+    tensors = {"features": torch.from_numpy(np.concatenate(index.seqs).astype(dtype)),
                "offsets": torch.from_numpy(offsets),
                "labels": torch.from_numpy(np.asarray(index.labels, dtype=np.int64))}
     if index.flipped is not None:
         if [s.shape for s in index.flipped] != [s.shape for s in index.seqs]:
             raise ValueError("flipped embeddings must match the sequences' shapes")
-        tensors["flipped"] = torch.from_numpy(np.concatenate(index.flipped).astype(np.float32))
+        tensors["flipped"] = torch.from_numpy(np.concatenate(index.flipped).astype(dtype))
     sidecar = {"classes": list(index.classes), "dim": index.dim, "sequences": len(index.seqs), **index.meta}
     return write_model_file(Path(path).with_suffix(".safetensors"), tensors, sidecar, FORMAT, VERSION)
 
@@ -59,6 +60,8 @@ def load_nns_index(path: str | Path) -> NnsIndex:
     try:
         t = load_file(str(path))
         feats, offsets, labels, mirrored = t["features"], t["offsets"], t["labels"], t.get("flipped")
+        feats = feats.astype(np.float32, copy=False)  # float16 on disk is read as float32
+        mirrored = None if mirrored is None else mirrored.astype(np.float32, copy=False)
     except Exception as exc:  # safetensors raises several types on a damaged file
         raise ModelError(f"NNS index {path} cannot be read ({exc}); {FIX}") from None
     if offsets[0] != 0 or offsets[-1] != len(feats) or len(offsets) != len(labels) + 1 or np.any(np.diff(offsets) < 1):
