@@ -97,6 +97,14 @@ class Frame:
         return int(self.rgb.shape[1])
 
     @property
+    def pixel_nbytes(self) -> int:
+        """Bytes of this frame's own pixels now: its RGB array, else its decoded picture."""
+        rgb = self._rgb
+        if rgb is not None:
+            return int(rgb.nbytes)
+        return int(self.picture.nbytes) if self.picture is not None else 0
+
+    @property
     def pixels_converted(self) -> bool:
         """Whether ``rgb`` exists as an array now (False while it is still a decoded picture)."""
         return self._rgb is not None

@@ -5,6 +5,12 @@ queued *frame* of that lane is dropped and counted (live feeds: never fall behin
 End-of-stream markers are never dropped, and a dropped frame's stream marks (a live feed's
 gap record) move to the frame after it. Consumers take batches round-robin across lanes,
 so one busy feed cannot starve the others.
+
+A lane is also full when the pixels its frames hold reach ``max_bytes`` (``LANE_BYTES``,
+32 MiB, by default; a lane always takes one frame however big): frames in flight are bounded
+in bytes, not only in count, so a 4K source queues a few frames where a 480p one queues
+``capacity``. A frame's bytes are what it holds when queued (its decoded YUV picture, or its
+RGB array once converted; ``Frame.pixel_nbytes``).
 """
 from __future__ import annotations
 
@@ -19,12 +25,17 @@ from .frame import EndOfStream
 # feed's outage): when their frame is dropped they move to the next frame of the lane.
 GAP_KEY = "source_gap"  # a dict (lost_seconds, reason, reconnects) on the first frame after an outage
 CARRIED_MARKS = (GAP_KEY,)
+LANE_BYTES = 32 << 20  # pixels one lane may hold (a 1080p frame: 3.1 MB decoded, 6.2 MB RGB)
 
 
 class FrameQueue:
-    def __init__(self, capacity: int, on_depth: Callable[[int], None] | None = None) -> None:
+    def __init__(self, capacity: int, on_depth: Callable[[int], None] | None = None,
+                 max_bytes: int | None = LANE_BYTES) -> None:
         self.capacity = max(1, capacity)
+        self.max_bytes = max_bytes  # None: count frames only
         self._lanes: dict[str, collections.deque] = {}
+        self._bytes: dict[str, int] = {}  # pixel bytes queued per lane
+        self._sizes: dict[int, int] = {}  # id(item) -> its bytes when queued
         self._order: list[str] = []
         self._next_lane = 0
         self._size = 0
@@ -37,21 +48,23 @@ class FrameQueue:
     def put(self, item: Any, lane: str = "", drop_oldest: bool = False,
             stop: threading.Event | None = None, on_block: Callable[[bool], None] | None = None) -> Any | None:
         """Queue ``item``; return the item dropped to make room, if any."""
+        nbytes = _pixel_nbytes(item)
         with self._cond:
             queue = self._lane(lane)
             dropped = None
-            if len(queue) >= self.capacity and not isinstance(item, EndOfStream):
+            if self._full(lane, queue, nbytes) and not isinstance(item, EndOfStream):
                 if drop_oldest:
                     for i, queued in enumerate(queue):
                         if not isinstance(queued, EndOfStream):
                             dropped = queued
                             del queue[i]
                             self._size -= 1
+                            self._bytes[lane] = self._bytes.get(lane, 0) - self._sizes.pop(id(dropped), 0)
                             _pass_on_marks(dropped, queue[i] if i < len(queue) else item)
                             break
                 else:
                     blocked = False
-                    while len(queue) >= self.capacity and not (stop and stop.is_set()):
+                    while self._full(lane, queue, nbytes) and not (stop and stop.is_set()):
                         if not blocked and on_block:
                             on_block(True)
                         blocked = True
@@ -59,6 +72,9 @@ class FrameQueue:
                     if blocked and on_block:
                         on_block(False)
             queue.append(item)
+            if nbytes:
+                self._sizes[id(item)] = nbytes
+                self._bytes[lane] = self._bytes.get(lane, 0) + nbytes
             self._size += 1
             self._cond.notify_all()
             depth = self._size
@@ -94,6 +110,17 @@ class FrameQueue:
             self._on_depth(depth)
         return batch
 
+    def queued_bytes(self, lane: str | None = None) -> int:
+        """Pixel bytes queued in ``lane`` (all lanes: None)."""
+        with self._cond:
+            return self._bytes.get(lane, 0) if lane is not None else sum(self._bytes.values())
+
+    def _full(self, lane: str, queue: collections.deque, nbytes: int) -> bool:
+        if len(queue) >= self.capacity:
+            return True
+        return (self.max_bytes is not None and nbytes > 0 and len(queue) > 0
+                and self._bytes.get(lane, 0) + nbytes > self.max_bytes)
+
     def _lane(self, lane: str) -> collections.deque:
         queue = self._lanes.get(lane)
         if queue is None:
@@ -110,12 +137,21 @@ class FrameQueue:
                 self._next_lane = (self._next_lane + i + 1) % n
                 item = queue.popleft()
                 self._size -= 1
+                size = self._sizes.pop(id(item), 0)
+                if size:
+                    self._bytes[lane] -= size
                 if not queue and isinstance(item, EndOfStream):
                     del self._lanes[lane]
+                    self._bytes.pop(lane, None)
                     self._order.remove(lane)
                     self._next_lane = 0
                 return item
         return None
+
+
+def _pixel_nbytes(item: Any) -> int:
+    nbytes = getattr(item, "pixel_nbytes", 0)
+    return int(nbytes) if isinstance(nbytes, int) else 0
 
 
 def _pass_on_marks(dropped: Any, successor: Any) -> None:
