@@ -45,3 +45,4 @@ def test_train_quick_writes_a_loadable_model(data_dir, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     model, meta = load_jmrn(out)
     assert meta["quick"] is True and len(meta["classes"]) == 15 and "test top-1" in res.output
+    assert meta["penn_sides"] == "anatomical" and meta["heatmap"]["min_score"] == 0.5  # the stream's conventions

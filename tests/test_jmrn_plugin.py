@@ -89,17 +89,22 @@ def test_bundled_model_recognizes_penn_action(data_dir) -> None:
     """The committed weights, on real Penn Action test clips, through the plugin."""
     if not DEFAULT_WEIGHTS.is_file():
         pytest.skip("bundled JMRN weights not trained yet")
+    import json
+
+    from offline_train.jmrn.sides import penn_anatomical_keypoints, reads_anatomical_sides
     from offline_train.penn_action import load_clip
 
     plugin = JmrnRecognizerPlugin()
     plugin.setup(PluginContext())
+    anatomical = reads_anatomical_sides(json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text()))
     files = sorted((data_dir / "penn_action" / "labels").glob("*.mat"))[::25]
     clips = [c for c in (load_clip(f) for f in files) if not c.train]
     correct = 0
     for n, clip in enumerate(clips):
         stream = f"clip{n}"
-        frames = _frames(clip.keypoints, stream)
-        for f, kp in zip(frames, clip.keypoints):
+        poses = penn_anatomical_keypoints(clip.keypoints) if anatomical else clip.keypoints
+        frames = _frames(poses, stream)
+        for f, kp in zip(frames, poses):
             f.annotations["pose"][1] = Pose(kp, np.zeros(26, np.float32), 1.0)
         ev = Event(stream, 1, "action", 1.0, 0, len(frames) - 1, 0.0, 1.0)
         frames[-1].events.append(ev)
@@ -136,12 +141,15 @@ def test_missing_joint_rule_comes_from_the_weights_unless_configured(tiny_weight
 
 
 def test_bundled_model_sees_the_heatmaps_it_was_trained_on(data_dir, tmp_path) -> None:
-    """Live = offline: Penn poses passed through the stream give the very maps training used
-    (``load_penn_maps``), invisible joints left out by the one rule."""
+    """Live = offline: Penn poses passed through the stream (on the person's own sides, as
+    the teacher names them) give the very maps training used (``load_penn_maps``, Penn's
+    sides: the joint channels exchanged), invisible joints left out by the one rule."""
+    import json
     from dataclasses import asdict
 
     from offline_train.jmrn.evaluate import CPU_HEATMAP, load_penn_maps
-    from vpd_stream.skeleton import MIN_JOINT_SCORE
+    from offline_train.jmrn.sides import penn_anatomical_keypoints, reads_anatomical_sides
+    from vpd_stream.skeleton import FLIP_PERM, MIN_JOINT_SCORE
 
     labels = data_dir / "penn_action" / "labels"
     if not labels.is_dir():
@@ -154,15 +162,21 @@ def test_bundled_model_sees_the_heatmaps_it_was_trained_on(data_dir, tmp_path) -
 
     clip = load_clip(sorted(labels.glob("*.mat"))[0])
     assert clip.clip_id == data.ids[0] and (clip.keypoints[..., 2] == 0).mean() > 0.05
-    frames = _frames(clip.keypoints)
-    for f, kp in zip(frames, clip.keypoints):
+    assert reads_anatomical_sides(json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text()))
+    poses = penn_anatomical_keypoints(clip.keypoints)
+    frames = _frames(poses)
+    for f, kp in zip(frames, poses):
         f.annotations["pose"][1] = Pose(kp, np.zeros(26, np.float32), 1.0)
     ev = Event("s", 1, "action", 1.0, 0, len(frames) - 1, 0.0, 1.0)
     plugin.process(frames)
     live = plugin.heatmaps(plugin.interval_keypoints("s", ev))
-    np.testing.assert_allclose(live, data.maps[0].astype(np.float32), atol=2e-3)  # the cache is float16
-    never = (clip.keypoints[..., 2] == 0).all(0)
+    trained = data.maps[0].astype(np.float32)[FLIP_PERM]
+    np.testing.assert_allclose(live, trained, atol=2e-3)  # the cache is float16
+    never = (poses[..., 2] == 0).all(0)
     assert not live[never].any()
+    from vpd_stream.heatmaps import clip_heatmaps
+
+    assert np.abs(clip_heatmaps(poses[..., :2], CPU_HEATMAP) - live).max() > 1e-2  # stale joints would show
 
 
 @pytest.mark.slow

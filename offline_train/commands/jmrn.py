@@ -66,7 +66,13 @@ def train_jmrn(data: str | None, out: str | None, variant: str, epochs: int | No
             "test_top1": round(acc, 4), "test_clips": int(len(te)), "epochs": stats["epochs"],
             "train_seconds": stats["train_seconds"], "seed": seed, "quick": quick,
             "train_config": json.loads(json.dumps(asdict(tcfg), default=list))}
-    path = save_jmrn(output, model, asdict(CPU_HEATMAP), list(CLASSES), meta)
+    # Penn names joints from the viewer's side, the stream's teacher from the person's: save
+    # the exact equivalent for the person's own sides (offline_train.jmrn.sides).
+    from vpd_stream.models.jmrn import permute_joints
+    from vpd_stream.skeleton import FLIP_PERM
+
+    meta["penn_sides"] = "anatomical"
+    path = save_jmrn(output, permute_joints(model, FLIP_PERM), asdict(CPU_HEATMAP), list(CLASSES), meta)
     click.echo(f"wrote {path} and {path.with_suffix('.json').name}")
 
 

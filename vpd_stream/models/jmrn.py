@@ -128,6 +128,43 @@ class JMRN(nn.Module):
         return torch.sigmoid(self.selector(feats.reshape(b, j * d, h, w)))
 
 
+@torch.no_grad()
+def permute_joints(model: JMRN, perm) -> JMRN:
+    """A copy of ``model`` that computes on ``maps`` what ``model`` computes on
+    ``maps[:, perm]``: every joint-indexed parameter (the joint BatchNorm, the selector's
+    input and output, the classifier's input, the per-joint projections) reordered.
+
+    With ``skeleton.FLIP_PERM`` it turns a model trained on Penn Action's left/right names
+    (the viewer's sides) into one for the person's own sides, the teacher's (issue 15).
+    """
+    import copy
+
+    import numpy as np
+
+    j = model.cfg.num_joints
+    if sorted(np.asarray(perm).tolist()) != list(range(j)):
+        raise ValueError(f"perm must be a permutation of {j} joints")
+    inv = np.argsort(np.asarray(perm))  # new joint k is the old model's joint inv[k]
+    out = copy.deepcopy(model)
+
+    def blocks(size: int) -> torch.Tensor:  # channel index of (joint, sub) blocks of ``size``
+        return torch.as_tensor((inv[:, None] * size + np.arange(size)[None]).reshape(-1))
+
+    c, d = model.cfg.in_channels, model.cfg.c_dim
+    bn = out.joint_bn
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        t = getattr(bn, name)
+        t.copy_(t[blocks(c)])
+    for conv in (out.selector[0], out.classifier[0]):
+        conv.weight.copy_(conv.weight[:, blocks(d)])
+    lin = out.selector[-1]
+    lin.weight.copy_(lin.weight[torch.as_tensor(inv)])
+    lin.bias.copy_(lin.bias[torch.as_tensor(inv)])
+    for t in out.projection.parameters():
+        t.copy_(t[torch.as_tensor(inv)])
+    return out.eval() if not model.training else out
+
+
 # -- weights: safetensors + a JSON sidecar -------------------------------------------------
 
 FORMAT = "vpd-stream/jmrn"
