@@ -144,10 +144,14 @@ def test_engine_path_metric_names_the_heads_backend(tmp_path) -> None:
                and s.labels["precision"] == "fp32" and s.value == 1 for s in samples)
 
 
-def test_default_heads_export_and_run_without_torch_in_a_fresh_process(tmp_path) -> None:
-    """The shipped heads: exported in a child (this test's process has torch, the run's must not),
-    then the detector and recognizer plugins set up and run in a process that never imports torch."""
+@pytest.mark.parametrize("export_here", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_default_heads_run_without_torch_in_a_fresh_process(tmp_path, export_here: bool) -> None:
+    """The shipped heads' plugins set up and run in a process that never imports torch; their
+    ONNX exported here (torch loaded) or, slow, by that process's own child export."""
     cache = tmp_path / "cache"
+    if export_here:
+        head_engines(DEFAULT_DETECTOR, "detector", cache_root=cache)
+        head_engines(DEFAULT_RECOGNIZER, "recognizer", cache_root=cache)
     script = (
         "import sys, numpy as np\n"
         "from plugins.detector import DetectorPlugin\n"
