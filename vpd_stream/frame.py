@@ -67,7 +67,7 @@ class Frame:
     stream_id: str
     index: int
     pts: float
-    rgb: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    rgb: np.ndarray = field(default=None, repr=False)  # type: ignore[arg-type]
     source_index: int = 0
     source_fps: float | None = None
     target_fps: float | None = None
@@ -86,20 +86,20 @@ class Frame:
 
     @property
     def height(self) -> int:
-        if self._rgb is None and self.picture is not None:
+        if self.__dict__.get("_rgb") is None and self.picture is not None:
             return int(self.picture.shape[0])
         return int(self.rgb.shape[0])
 
     @property
     def width(self) -> int:
-        if self._rgb is None and self.picture is not None:
+        if self.__dict__.get("_rgb") is None and self.picture is not None:
             return int(self.picture.shape[1])
         return int(self.rgb.shape[1])
 
     @property
     def pixel_nbytes(self) -> int:
         """Bytes of this frame's own pixels now: its RGB array, else its decoded picture."""
-        rgb = self._rgb
+        rgb = self.__dict__.get("_rgb")
         if rgb is not None:
             return int(rgb.nbytes)
         return int(self.picture.nbytes) if self.picture is not None else 0
@@ -107,17 +107,17 @@ class Frame:
     @property
     def pixels_converted(self) -> bool:
         """Whether ``rgb`` exists as an array now (False while it is still a decoded picture)."""
-        return self._rgb is not None
+        return self.__dict__.get("_rgb") is not None
 
     def release_previous(self) -> None:
         """Forget the previous frame's pixels (after the last stage that needs them: crop)."""
-        self._prev_rgb = None
+        self.__dict__["_prev_rgb"] = None
         self.prev_picture = None
 
     def release_pixels(self) -> None:
         """Forget every pixel this frame holds; ``rgb`` and ``prev_rgb`` are None afterwards."""
         self.release_previous()
-        self._rgb = None
+        self.__dict__["_rgb"] = None
         self.picture = None
         self._uncount()
 
@@ -136,32 +136,30 @@ def _get_rgb(self: Frame) -> np.ndarray:
     rgb = self.__dict__.get("_rgb")
     if rgb is None and self.picture is not None:
         rgb = self.picture.rgb()
-        self._rgb = rgb
+        self.__dict__["_rgb"] = rgb
     return rgb  # type: ignore[return-value]
 
 
 def _set_rgb(self: Frame, value: np.ndarray | None) -> None:
-    self._rgb = value
+    self.__dict__["_rgb"] = value
 
 
 def _get_prev_rgb(self: Frame) -> np.ndarray | None:
     prev = self.__dict__.get("_prev_rgb")
     if prev is None and self.__dict__.get("prev_picture") is not None:
         prev = self.prev_picture.rgb()  # type: ignore[union-attr]
-        self._prev_rgb = prev
+        self.__dict__["_prev_rgb"] = prev
     return prev
 
 
 def _set_prev_rgb(self: Frame, value: np.ndarray | None) -> None:
-    self._prev_rgb = value
+    self.__dict__["_prev_rgb"] = value
 
 
 # Properties over the dataclass fields: the generated __init__ (and dataclasses.replace)
 # assign through them, so ``Frame(..., rgb=array)`` and ``frame.rgb = array`` work as before.
 Frame.rgb = property(_get_rgb, _set_rgb)  # type: ignore[assignment]
 Frame.prev_rgb = property(_get_prev_rgb, _set_prev_rgb)  # type: ignore[assignment]
-Frame._rgb = None  # type: ignore[attr-defined]
-Frame._prev_rgb = None  # type: ignore[attr-defined]
 
 
 @dataclass
