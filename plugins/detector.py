@@ -195,6 +195,8 @@ class DetectorPlugin(Plugin):
         self.path_note = heads.report(self.name, context.metrics)
         self.dim = int(heads.config["input_dim"])
         self.action = str(heads.meta.get("action", "action"))
+        # The classes the head counts as its action (the recognizer keeps an event's class to them).
+        self.action_classes = [str(c) for c in heads.meta.get("action_classes") or []]
         self.mean_len = float(heads.meta.get("mean_action_length", 0.0))
         self.threshold = self.options.threshold if self.options.threshold >= 0 else float(heads.meta.get("threshold", 0.2))
 
@@ -306,6 +308,7 @@ class DetectorPlugin(Plugin):
                              start_frame=st.frames[s], end_frame=st.frames[e], start_pts=st.pts[s],
                              end_pts=st.pts[e], emitted_frame=emitted,
                              extra={"detector": self.action, "activation_mean": round(score, 6),
+                                    **({"detector_classes": self.action_classes} if self.action_classes else {}),
                                     **({"side": st.side} if st.side else {})}))
         st.pending = keep
 

@@ -17,6 +17,12 @@ cost). Outside it the event's label is ``unknown`` and ``extra["nearest_class"]`
 class it would have said. Heads without a bound never say unknown. ``features`` defaults to
 what the head (or index) was trained on, so the chain check asks the chain for it.
 
+``match_detector`` (default on): an event from a detector that names the classes it finds
+(``extra["detector_classes"]``, from its head's ``action_classes``: the swing detector's
+are tennis_forehand, tennis_serve, baseball_swing, golf_swing) is ``unknown`` when the
+recognizer's class is not one of them — the two heads disagree on what happened
+(``lunge_cam02``: a swing to the detector, jump_rope 0.77 to the BiGRU).
+
 Spans (``spans``, default on): the recognizer is also an event source for trimmed actions
 that no detector looks for (a squat, a clean and jerk: the swing detector only finds
 swings). Every ``span_stride`` frames of a followed track (the athletes, when the tracker
@@ -87,6 +93,7 @@ class RecognizerPlugin(Plugin):
         neighbours: int = 5  # nns: the label score is the share of this many nearest that agree
         features: str = ""  # "pose" or "embedding"; "" = what the head (or index) was trained on
         unknown: bool = True  # say UNKNOWN_LABEL outside what training saw (the head's calibrated bound)
+        match_detector: bool = True  # unknown when the class is not one of the event's detector_classes
         history: int = 1500  # frames of features kept per track
         flip_tta: bool = True  # also use the flipped view (pose: mirrored joints; embedding: its flipped embedding)
         spans: bool = True  # also emit events for spans of each followed track (NNS against span_index)
@@ -328,6 +335,8 @@ class RecognizerPlugin(Plugin):
         classify = self._classify_nns if self.options.method == "nns" else self._classify_bigru
         labels, scores, unknown = classify(seqs, flipped)
         for (ev, _), c, score, unk in zip(todo, labels, scores, unknown):
+            wanted = ev.extra.get("detector_classes") if self.options.match_detector else None
+            unk = bool(unk) or bool(wanted and self.classes[c] not in wanted)
             if unk:
                 ev.extra["nearest_class"] = self.classes[c]  # what it would have said
             ev.relabel(UNKNOWN_LABEL if unk else self.classes[c], score)

@@ -142,6 +142,21 @@ def test_spans_need_an_index_for_a_head_of_ones_own(tmp_path) -> None:
         RecognizerPlugin(RecognizerPlugin.Options(span_lengths=(50, 2000)))
 
 
+def test_event_class_must_be_one_the_detector_finds(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    plugin, _ = _plugin(tmp_path, rng, spans=False)
+    frames = _frames(rng.normal(size=(30, 26)).astype(np.float32))
+    plugin.process(frames)
+    events = [Event("s", 3, "swing", 0.9, 2, 20, 0.08, 0.8, extra={"detector_classes": classes})
+              for classes in (["a", "b", "c"], ["zzz"], [])]
+    eos = EndOfStream("s", 30, events=events)
+    plugin.end_stream(eos)
+    known, other, unnamed = eos.events
+    assert known.label in ("a", "b", "c") and "nearest_class" not in known.extra
+    assert other.label == "unknown" and other.extra["nearest_class"] == known.label
+    assert unnamed.label == known.label  # a detector that names no classes: no check
+
+
 def test_float16_index_reads_as_float32(tmp_path) -> None:
     seqs = [np.arange(26 * 4, dtype=np.float32).reshape(4, 26) / 7]
     save_nns_index(tmp_path / "i", NnsIndex(seqs, np.array([0]), ["a"], {"features": "pose"}), dtype=np.float16)
