@@ -132,16 +132,20 @@ def test_nns_index_command_and_plugin_on_penn_action(tmp_path, data_dir) -> None
     from offline_train.features import get_feature_set
     from vpd_stream.heads.nns import flip_min_costs, nns_predict
     from offline_train.penn_action import CLASSES, load_penn_action
+    from offline_train.recognition import penn_anatomical
     from vpd_stream.models.nns_index import load_nns_index
 
     out = tmp_path / "penn_nns"
-    result = run_cli("train", "nns-index", "--data", str(data_dir / "penn_action"), "--out", str(out), timeout=300)
+    result = run_cli("train", "nns-index", "--data", str(data_dir / "penn_action"), "--out", str(out),
+                     "--features", "pose2d", timeout=300)
     assert result.returncode == 0, result.stderr
     index = load_nns_index(out)
     assert len(index.seqs) == 1258 and index.classes == list(CLASSES) and index.dim == 26
     fs = get_feature_set("pose2d")
-    clips = [c for c in load_penn_action(data_dir / "penn_action", limit=60) if not c.train][:3]
-    plugin = RecognizerPlugin(RecognizerPlugin.Options(method="nns", index=str(out)))
+    # The index holds Penn's clips with the person's own sides, as the stream's joints are.
+    clips = [penn_anatomical(c) for c in load_penn_action(data_dir / "penn_action", limit=60) if not c.train][:3]
+    assert index.meta["penn_sides"] == "anatomical"
+    plugin = RecognizerPlugin(RecognizerPlugin.Options(method="nns", index=str(out), spans=False))
     plugin.setup(PluginContext())
     feats = [fs.extract(c) for c in clips]
     frames = _track_frames(np.concatenate(feats))
