@@ -8,7 +8,8 @@
   lengths (B,) → logits (B, C)).
 - anything else (the CPU default, ``onnxruntime``): the same networks as ONNX, run by ONNX
   Runtime on the CPU (one thread, no spinning: the heads are small and the stages around them
-  need the cores). The ONNX is exported once per weights file and cached like the TensorRT
+  need the cores; no memory arena: a batch of many windows would keep its +115 MB). The ONNX
+  is exported once per weights file and cached like the TensorRT
   engines (``$VPD_CACHE_DIR/onnx/head-...``, keyed by the weights' sha256 and the exporter's
   version). Exporting needs PyTorch: it runs in this process when torch is already loaded,
   else in a child process (``python -m engines.heads``), so a run of the default chain never
@@ -236,7 +237,7 @@ def _ort_engine(onnx_path: Path, kind: str, max_batch: int, head: str | Path) ->
     from .onnxruntime_engine import OnnxRuntimeEngine
 
     try:
-        engine: Engine = OnnxRuntimeEngine(onnx_path, max_batch=max_batch, threads=1, spin=False)
+        engine: Engine = OnnxRuntimeEngine(onnx_path, max_batch=max_batch, threads=1, spin=False, arena=False)
     except ModelError:
         # A damaged cache file (a full disk, a killed export): export it again, once.
         onnx_path.unlink(missing_ok=True)
