@@ -78,7 +78,7 @@ def _vipe_flipped(clip: PennClip) -> np.ndarray:
 # The weight of the box-normalized joints beside the VIPE* embedding in ``vipe_box`` (both
 # unit length first; DTW unit-normalizes the joined vector again). Chosen by leave-one-out
 # NNS-DTW on the training clips (offline_train/vipe/penn_probe.py --loo), not on the test set.
-JOIN_BOX_WEIGHT = 1.0
+JOIN_BOX_WEIGHT = 0.5
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -43,6 +43,10 @@ def _training_options(f):
                      help="3D poses per step (each rendered from two cameras)."),
         click.option("--dim", type=int, default=32, show_default=True, help="Embedding size."),
         click.option("--vflip", is_flag=True, help="Save as the 64-d model (embedding of the pose + of its vertical flip)."),
+        click.option("--inputs", type=click.Choice(["torso", "box"]), default="box", show_default=True,
+                     help="2D normalization fed to the encoder: the VPD torso one or the box of the present joints."),
+        click.option("--drop", "drop_prob", type=float, default=0.2, show_default=True,
+                     help="Per-joint probability that a training view misses a joint (Penn Action: 22 %)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--threads", type=int, default=1, show_default=True, help="Torch threads."),
         click.option("--quick", is_flag=True, help="A tiny run (60 steps) to check the setup."),
@@ -72,11 +76,14 @@ def train_vipe_legacy(poses: str, msr_dir: str | None, out: str, **training) -> 
 
 
 def _train(poses: str, msr_dir: str | None, output: str, steps: int, batch_poses: int, dim: int, vflip: bool,
-           seed: int, threads: int, quick: bool) -> None:
+           inputs: str, drop_prob: float, seed: int, threads: int, quick: bool) -> None:
     from vpd_stream.models.vipe import VipeConfig
 
+    from ..vipe.cameras import CameraConfig
     from ..vipe.train import TrainConfig, train_and_save
 
+    if not 0.0 <= drop_prob < 1.0:
+        raise ConfigError(f"--drop must be in [0, 1), got {drop_prob}")
     if steps < 1 or batch_poses < 2:
         raise ConfigError("--steps must be >= 1 and --batch >= 2")
     try:  # needed to train on MSR; with synthetic poses only, it still validates when present
@@ -87,7 +94,7 @@ def _train(poses: str, msr_dir: str | None, output: str, steps: int, batch_poses
         msr = None
     cfg = TrainConfig(data=poses, steps=60 if quick else steps, batch_poses=batch_poses, seed=seed, threads=threads,
                       val_every=30 if quick else 500, val_poses=200 if quick else 1000,
-                      model=VipeConfig(dim=dim, vflip=vflip))
+                      model=VipeConfig(dim=dim, vflip=vflip, inputs=inputs), cameras=CameraConfig(drop_prob=drop_prob))
     summary = train_and_save(cfg, msr, Path(output), log=click.echo)
     last = summary["history"][-1]
     base = summary["baseline_pose2d"]

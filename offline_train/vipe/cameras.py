@@ -33,9 +33,11 @@ class CameraConfig:
     distance_m: tuple[float, float] = (2.0, 12.0)
     target_jitter_m: float = 0.4  # look-at point offset: the athlete is not always centred
     noise_std: tuple[float, float] = (0.0, 0.03)  # per-view 2D noise, normalized units
-    # per joint: dropped (score 0, coordinates at the hip centre: skeleton's missing-joint rule).
-    # 0.2 (~ Penn Action's 22 % invisible joints) gave Penn NNS-DTW 91.6 % at 1,500 steps and
-    # 91.9 % at 6,000 against the committed model's 91.2 % (0.05, 1,500): RESULTS.md, issue 15.
+    # per joint: dropped (score 0, coordinates at the centre of the input normalization:
+    # skeleton's missing-joint rule). 0.2 (~ Penn Action's 22 % invisible joints) is what
+    # `vpd-stream train vipe` uses (--drop): with torso inputs it gave Penn NNS-DTW 91.6 % at
+    # 1,500 steps against 91.2 % with 0.05; with box inputs 96.5-96.9 % (two seeds) at 1,500
+    # and 97.0 % at 6,000 (RESULTS.md, issue 15). The default stays 0.05, the first model's.
     drop_prob: float = 0.05
     low_score_prob: float = 0.05  # per joint: kept but unreliable (score 0.05-0.5, 3× noise)
     occlusion_prob: float = 0.0  # per self-occluded joint (``self_occluded``): dropped

@@ -40,6 +40,11 @@ INPUT_DIM = 3 * NUM_JOINTS  # 26 normalized coordinates + 13 scores
 # the same inputs either way.
 VIPE_MIN_SCORE = 0.05
 INPUT_NORMALIZATIONS = ("torso", "box")
+INPUT_DESCRIPTIONS = {
+    "torso": "13 COCO-13 joints VPD-normalized (x, y interleaved) then 13 scores",
+    "box": "13 COCO-13 joints box-normalized (centre: mean of the present joints; scale: their box's larger side; "
+           "x, y interleaved) then 13 scores",
+}
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "vipe_default.safetensors"
 
 
@@ -211,7 +216,7 @@ def save_vipe(model: Vipe, path: str | Path, extra: dict[str, Any] | None = None
         raise ValueError(f"VIPE* weights must be a .safetensors file, got {path}")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     sidecar = {"config": dataclasses.asdict(model.cfg),
-               "input": "13 COCO-13 joints VPD-normalized (x, y interleaved) then 13 scores",
+               "input": INPUT_DESCRIPTIONS[model.cfg.inputs],
                "output_dim": model.output_dim, "extra": extra or {}}
     return write_model_file(path, state, sidecar, FORMAT, FORMAT_VERSION, indent=1)
 
