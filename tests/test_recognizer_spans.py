@@ -248,3 +248,19 @@ def test_default_chain_names_the_penn_class_of_the_real_clip(data_dir, name, tmp
 def test_default_chain_names_no_penn_class_without_one(data_dir, name, tmp_path) -> None:
     events = _default_chain_events(data_dir, name, tmp_path)
     assert not [e for e in events if e["label"] in PENN_CLASSES], events
+
+
+def test_teacher_like_augmentation() -> None:
+    from offline_train.recognition import Augment
+
+    rng = np.random.default_rng(0)
+    seq = rng.normal(size=(60, 26)).astype(np.float32)
+    seq[:, 6:8] = 0.0  # joint 3 missing throughout
+    out = Augment(noise=0.01, drop=0.2, speed=(0.8, 1.25))(seq, rng)
+    assert 48 <= len(out) <= 75 and out.shape[1] == 26 and out.dtype == np.float32
+    assert np.all(out[:, 6:8] == 0.0)  # a missing joint gets no noise
+    j = out.reshape(len(out), 13, 2)
+    dropped = np.all(j == 0.0, axis=-1)
+    assert 0.1 < dropped[:, [i for i in range(13) if i != 3]].mean() < 0.3
+    same = Augment(noise=0.0, drop=0.0, speed=(1.0, 1.0))(seq, rng)
+    np.testing.assert_array_equal(same, seq)

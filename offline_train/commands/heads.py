@@ -56,13 +56,15 @@ def eval_penn(data: Path | None, features: str, out: Path | None, quick: bool, n
               help="weights path without suffix (default: plugins/weights/penn_recognizer)")
 @click.option("--epochs", type=int, default=60, show_default=True)
 @click.option("--arch", type=click.Choice(["bigru", "bilstm", "bigru_attn", "bilstm_attn", "cnn"]), default="bigru")
+@click.option("--augment", is_flag=True, help="teacher-like augmentation (joint noise, dropped joints, speed)")
 @threads_option()
-def train_recognizer(data: Path | None, out: Path | None, epochs: int, arch: str, threads: int) -> None:
-    """15-class Penn Action recognizer on normalized 2D joints (official train split)."""
+def train_recognizer(data: Path | None, out: Path | None, epochs: int, arch: str, augment: bool, threads: int) -> None:
+    """15-class Penn Action recognizer on normalized 2D joints (official train split; Penn's
+    sides swapped to the person's own, as the stream's)."""
     from ..recognition import train_default_recognizer
 
     set_threads(threads)
-    train_default_recognizer(_penn(data), out, epochs, arch, command_line())
+    train_default_recognizer(_penn(data), out, epochs, arch, command_line(), augment=augment)
 
 
 @click.command("detector")

@@ -53,14 +53,16 @@ def _actions(text: str | None) -> set[str] | None:
 @click.option("--epochs", type=int, default=20, show_default=True)
 @click.option("--arch", type=click.Choice(ARCHS), default="bigru")
 @click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--augment", is_flag=True, help="Penn Action: teacher-like augmentation (joint noise, dropped joints, speed)")
 @click.pass_context
-def train_recognizer(ctx, labels, store, poses, features, out, data, epochs, arch, threads) -> None:
+def train_recognizer(ctx, labels, store, poses, features, out, data, epochs, arch, threads, augment) -> None:
     """A recognizer of the labels' classes (or, without --labels, the 15-class Penn Action one)."""
     set_threads(threads)
     if labels is None:
         from offline_train.commands import heads  # not `from .commands`: no cycle
 
-        ctx.invoke(heads.train_recognizer, data=data, out=out, epochs=epochs, arch=arch, threads=threads)
+        ctx.invoke(heads.train_recognizer, data=data, out=out, epochs=epochs, arch=arch, threads=threads,
+                   augment=augment)
         return
     if out is None:
         raise ConfigError("--out HEAD is needed with --labels")
