@@ -146,6 +146,7 @@ class DetectorPlugin(Plugin):
     provides = (Key.ACTIVATION, Key.EVENTS)
     description = "online sliding-window BiGRU action detection per athlete track (events)"
     batch_size = 8
+    reads_pixels = False  # features only: frames may let go of their pixels before this stage
 
     @dataclass
     class Options:

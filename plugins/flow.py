@@ -112,6 +112,7 @@ class FlowPlugin(Plugin):
     description = "optical flow of each crop (DIS or RAFT), minus median, clipped ±20 px, 8-bit"
     batch_size = 16
     parallel_safe = True  # each frame on its own (the crop carries the previous one): replicas may run
+    reads_pixels = False  # the crops only
 
     @dataclass
     class Options:

@@ -38,6 +38,7 @@ class JmrnRecognizerPlugin(Plugin):
     provides = (Key.LABEL,)
     description = "labels detected intervals with JMRN on the track's teacher-pose heatmaps"
     batch_size = 16
+    reads_pixels = False  # poses only
 
     @dataclass
     class Options:

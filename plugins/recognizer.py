@@ -84,6 +84,7 @@ class RecognizerPlugin(Plugin):
     provides = (Key.LABEL,)
     description = "labels each detected interval with a fine-grained class (BiGRU head or NNS-DTW)"
     batch_size = 8
+    reads_pixels = False  # features only
 
     @dataclass
     class Options:

@@ -52,6 +52,7 @@ class StudentPlugin(Plugin):
     provides = (Key.EMBEDDING,)
     description = "VPD student embedding (and its mirrored view) per track, via torch/onnxruntime/tensorrt"
     batch_timeout = 0.01  # wait at most 10 ms to fill a batch: bounded live latency
+    reads_pixels = False  # the crops and flow only
 
     @dataclass
     class Options:

@@ -12,6 +12,7 @@ from plugins.crop import CropPlugin
 from vpd_stream.annotations import Track
 from vpd_stream.frame import EndOfStream, Frame, FramePixels
 from vpd_stream.memory import MMAP_THRESHOLD, release_frame_buffers
+from vpd_stream.plugin import Plugin
 from vpd_stream.queues import LANE_BYTES, FrameQueue
 from vpd_stream.sources import VideoSource
 from vpd_stream.testing import make_clip
@@ -185,3 +186,58 @@ def test_default_chain_jsonl_same_on_torch_and_onnxruntime_heads(tmp_path, data_
 
     for a, b in zip(outs["torch"], outs["onnxruntime"]):
         assert close(a, b), (a, b)
+
+
+class _Reader(Plugin):
+    name = "reader"
+    provides = ("luma",)
+
+    def process(self, batch):
+        for f in batch:
+            f.annotations["luma"] = float(f.rgb.mean())
+
+
+class _After(Plugin):
+    name = "after"
+    requires = ("luma",)
+    provides = ("held",)
+    reads_pixels = False
+
+    def process(self, batch):
+        for f in batch:
+            f.annotations["held"] = f.pixel_nbytes
+
+
+class _Keep:
+    def __init__(self, reads: bool) -> None:
+        self.reads_pixels = reads
+        self.frames: list[Frame] = []
+
+    def write_frame(self, frame, plugins) -> None:
+        self.frames.append(frame)
+
+    def write_event(self, event) -> None: ...
+
+    def end_stream(self, eos) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@pytest.mark.parametrize("sink_reads", [False, True])
+def test_frames_let_go_of_pixels_after_the_last_stage_reading_them(tmp_path, sink_reads: bool) -> None:
+    from vpd_stream.pipeline import Pipeline, pixel_release_stage
+
+    clip = make_clip(tmp_path / "c.mp4", frames=10, size=(96, 64), fps=25)
+    sink = _Keep(sink_reads)
+    plugins = [_Reader(), _After()]
+    assert pixel_release_stage(plugins, [sink]) == (None if sink_reads else 0)
+    assert pixel_release_stage(plugins, [sink, object()]) is None  # an unknown sink keeps them
+    summary = Pipeline([VideoSource(str(clip), "c", target_fps=25.0)], plugins, [sink], queue_size=4).run()
+    assert summary.ok and len(sink.frames) == 10
+    held = [f.annotations["held"] for f in sink.frames]
+    if sink_reads:  # the annotated video: pixels kept to the end
+        assert all(h == 96 * 64 * 3 for h in held) and all(f.rgb is not None for f in sink.frames)
+    else:
+        assert held == [0] * 10 and all(f.rgb is None for f in sink.frames)
+        assert all((f.width, f.height) == (96, 64) for f in sink.frames)  # still known
+    assert all(isinstance(f.annotations["luma"], float) for f in sink.frames)

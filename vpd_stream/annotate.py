@@ -39,6 +39,8 @@ def _pick_codec() -> str:
 class AnnotatedVideoSink(Sink):
     """Writes one stream's frames with overlays to ``path`` (mp4/mkv by extension)."""
 
+    reads_pixels = True  # it draws on frame.rgb: the pipeline keeps every frame's pixels
+
     def __init__(self, path: str, stream_id: str | None = None, fps: float | None = 25.0) -> None:
         self.path = path
         self.stream_id = stream_id  # None: the first stream seen

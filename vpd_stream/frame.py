@@ -86,15 +86,22 @@ class Frame:
 
     @property
     def height(self) -> int:
-        if self.__dict__.get("_rgb") is None and self.picture is not None:
-            return int(self.picture.shape[0])
-        return int(self.rgb.shape[0])
+        return self._shape()[0]
 
     @property
     def width(self) -> int:
-        if self.__dict__.get("_rgb") is None and self.picture is not None:
-            return int(self.picture.shape[1])
-        return int(self.rgb.shape[1])
+        return self._shape()[1]
+
+    def _shape(self) -> tuple[int, int]:
+        rgb = self.__dict__.get("_rgb")
+        if rgb is not None:
+            return int(rgb.shape[0]), int(rgb.shape[1])
+        if self.picture is not None:
+            return int(self.picture.shape[0]), int(self.picture.shape[1])
+        released = self.__dict__.get("_released_shape")
+        if released is not None:
+            return released
+        return int(self.rgb.shape[0]), int(self.rgb.shape[1])
 
     @property
     def pixel_nbytes(self) -> int:
@@ -115,7 +122,11 @@ class Frame:
         self.prev_picture = None
 
     def release_pixels(self) -> None:
-        """Forget every pixel this frame holds; ``rgb`` and ``prev_rgb`` are None afterwards."""
+        """Forget every pixel this frame holds; ``rgb`` and ``prev_rgb`` are None afterwards
+        (``width`` and ``height`` still answer). The pipeline calls it after the last stage that
+        reads pixels when no sink draws on them (``reads_pixels``)."""
+        if self.picture is not None or self.__dict__.get("_rgb") is not None:
+            self.__dict__["_released_shape"] = self._shape()
         self.release_previous()
         self.__dict__["_rgb"] = None
         self.picture = None

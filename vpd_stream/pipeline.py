@@ -101,6 +101,7 @@ class Pipeline:
         self._open_streams = len(sources)
         self._sink_series: dict[str, tuple] = {}
         self._lock = threading.Lock()
+        self._release_after: int | None = None  # set in run(): see pixel_release_stage
 
     # -- public -----------------------------------------------------------------------
 
@@ -112,6 +113,7 @@ class Pipeline:
         started = time.monotonic()
         for plugin in self.plugins:
             self._setup(plugin)  # models load here, before the first frame is decoded
+        self._release_after = pixel_release_stage(self.plugins, self.sinks)
         m = self.metrics
         self._queues = [FrameQueue(self.queue_size, self._depth_setter("ingest"))]
         for plugin in self.plugins:
@@ -222,6 +224,9 @@ class Pipeline:
                     plugin.process(frames)
                     duration.observe(time.perf_counter() - t0)
                     batch_size.observe(len(frames))
+                    if index == self._release_after:  # no later stage or sink reads the pixels
+                        for frame in frames:
+                            frame.release_pixels()
                 for it in items:
                     if isinstance(it, EndOfStream):
                         plugin.end_stream(it)
@@ -325,11 +330,24 @@ class Pipeline:
         return gauge.set
 
 
+def pixel_release_stage(plugins: list[Plugin], sinks: list[Any]) -> int | None:
+    """The stage after which frames can let go of their pixels, or None (keep them).
+
+    That is the last plugin that reads ``frame.rgb`` — any plugin that does not say
+    ``reads_pixels = False`` — provided every sink says ``reads_pixels = False`` too (the
+    annotated video draws on the pixels; an unknown sink might)."""
+    if any(getattr(sink, "reads_pixels", True) for sink in sinks):
+        return None
+    readers = [i for i, plugin in enumerate(plugins) if getattr(plugin, "reads_pixels", True)]
+    return readers[-1] if readers else None
+
+
 class _ParallelStage:
     """One stage run by several plugin instances: batches numbered as taken, passed on in order."""
 
     def __init__(self, pipeline: Pipeline, index: int, plugins: list[Plugin]) -> None:
         self.pipeline = pipeline
+        self.index = index
         self.inbox, self.outbox = pipeline._queues[index], pipeline._queues[index + 1]
         self.plugins = plugins
         m = pipeline.metrics
@@ -365,6 +383,9 @@ class _ParallelStage:
                     plugin.process(frames)
                     self.duration.observe(time.perf_counter() - t0)
                     self.batch_size.observe(len(frames))
+                    if self.index == p._release_after:
+                        for frame in frames:
+                            frame.release_pixels()
             except VpdError as exc:
                 p._fail(with_prefix(name, str(exc)))
                 return

@@ -43,6 +43,8 @@ def _default(value: Any) -> Any:
 
 
 class Sink:
+    reads_pixels = True  # whether write_frame reads frame.rgb (False lets frames drop them earlier)
+
     def write_frame(self, frame: Frame, plugins: list) -> None: ...
     def write_event(self, event: Event) -> None: ...
     def end_stream(self, eos: EndOfStream) -> None: ...
@@ -58,6 +60,8 @@ class JsonlSink(Sink):
     many frames reached this sink (``frames``), how many the source decoded and how many were
     dropped on the way; a ``gap`` record marks where a live feed was lost and came back.
     """
+
+    reads_pixels = False
 
     def __init__(self, path: str, frames: bool = True, events: bool = True) -> None:
         self.path = path
@@ -159,6 +163,8 @@ def _has_fileno(stream) -> bool:
 
 class EventPrinter(Sink):
     """Human-readable detections on stdout (what you see without ``-o``)."""
+
+    reads_pixels = False
 
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout

@@ -67,6 +67,8 @@ def _cpu_seconds() -> float:
 class _Timing:
     """A sink that notes when frames reach it; a sampler of this process's CPU time."""
 
+    reads_pixels = False  # as the JSONL sink: frames drop their pixels after the last stage reading them
+
     def __init__(self) -> None:
         self.first = self.last = None
         self.cpu_first = self.cpu_last = 0.0
