@@ -150,14 +150,13 @@ class PosePlugin(Plugin):
     def process(self, batch: list[Frame]) -> None:
         assert self._models is not None, "setup() was not called"
         o = self.options
-        jobs = []  # (frame, track id, square crop box, pixels) in frame order, then track order
+        jobs = []  # (frame, track id, square crop box) in frame order, then track order
         for frame in batch:
             frame.annotations["pose"] = {}
-            athletes = [(tid, t) for tid, t in frame.annotations.get("tracks", {}).items() if t.is_athlete or o.all_tracks]
-            if athletes:
-                rgb = frame.rgb  # read here, in the stage's thread, once per frame
-                jobs += [(frame, tid, square_box(track.box, o.pad_frac, 0.0), rgb) for tid, track in athletes]
-        for (frame, tid, square, _), local in zip(jobs, self._models.map(self._estimate, jobs)):
+            for tid, track in frame.annotations.get("tracks", {}).items():
+                if track.is_athlete or o.all_tracks:
+                    jobs.append((frame, tid, square_box(track.box, o.pad_frac, 0.0)))
+        for (frame, tid, square), local in zip(jobs, self._models.map(self._estimate, jobs)):
             if local is None:
                 continue
             side = float(square[2] - square[0])
@@ -169,8 +168,8 @@ class PosePlugin(Plugin):
                                                   mean_score=float(keypoints[:, 2].mean()))
 
     def _estimate(self, model: BlazePose | BlazePoseLandmarks, job: tuple) -> np.ndarray | None:
-        _, _, square, rgb = job
-        return model.estimate(crop_square(rgb, square, self.options.input_size))
+        frame, _, square = job  # frame.rgb may convert lazy pixels: here, in the worker (once per frame)
+        return model.estimate(crop_square(frame.rgb, square, self.options.input_size))
 
     def close(self) -> None:
         if self._models is not None:
