@@ -22,7 +22,9 @@ counted for f, and a final activation never changes (one direction of data flow)
 Events. Runs of final activation above the threshold, at least ``min_length`` frames, are
 stretched or trimmed about their centre to 0.67-1.33 x the mean training action length. A
 run closes when the frame after it is final; its event is emitted on that frame or on the
-frame its stretched end arrives, whichever is later (at the track's end, at once).
+frame its stretched end arrives, whichever is later (at the track's end, at once). An event
+names the head's ``action_classes`` in ``extra["detector_classes"]`` (the swing detector's four
+swing classes), which the recognizer holds its class to.
 Latency after the run's last frame: min(L, W - 1) + 1 frames, plus up to
 (0.67 x mean length - run length) / 2 frames of stretch for a short run.
 

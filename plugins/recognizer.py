@@ -82,7 +82,8 @@ class RecognizerPlugin(Plugin):
     name = "recognizer"
     requires = (Key.TRACKS, Key.POSE, Key.EVENTS)
     provides = (Key.LABEL,)
-    description = "labels each detected interval with a fine-grained class (BiGRU head or NNS-DTW)"
+    description = ("labels each detected interval with a fine-grained class (BiGRU head or NNS-DTW); "
+                   "span events for trimmed actions of each athlete track (NNS-DTW, strict bound)")
     batch_size = 8
     reads_pixels = False  # features only
 
