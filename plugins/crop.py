@@ -5,8 +5,9 @@ one (so motion between the two stays inside), its side is the union's longer sid
 max(10 %, 25 px) on every side, and it is zero-padded where it leaves the image. The
 previous crop is taken from ``frame.prev_rgb`` (the source-rate frame round(source_fps /
 target_fps) frames earlier), or from the frame itself when there is none (first frame).
-Once the crops are taken the frame lets go of the previous frame's pixels (no later stage
-needs them): a 60 fps source's skipped frame is converted for its crop and freed at once.
+Only the square's region is read: a frame's pixels still decoded (a 60 fps source's skipped
+previous frame) are converted there alone, the same pixels as converting the whole frame
+(``Frame.rgb_region``). Once the crops are taken the frame lets go of the previous frame.
 """
 from __future__ import annotations
 
@@ -38,9 +39,23 @@ def crop_square(image: np.ndarray, square: np.ndarray, size: int = 128) -> np.nd
     to 128 px needs it) and pasted at its place in the output.
     """
     h, w = image.shape[:2]
+    return _crop(lambda x1, y1, x2, y2: image[y1:y2, x1:x2], h, w, image.shape[2], image.dtype, square, size)
+
+
+def crop_frame_square(frame: Frame, square: np.ndarray, size: int = 128, previous: bool = False) -> np.ndarray:
+    """``crop_square`` of the frame's pixels (``previous``: of the previous frame's, else of its
+    own when there is none) reading only the square's region: a frame still decoded converts
+    that region alone (``Frame.rgb_region``), the same pixels as converting it whole."""
+    take = frame.rgb_region
+    if previous and frame.has_previous:
+        take = frame.prev_rgb_region  # type: ignore[assignment]
+    return _crop(take, frame.height, frame.width, 3, np.dtype(np.uint8), square, size)
+
+
+def _crop(take, h: int, w: int, channels: int, dtype, square: np.ndarray, size: int) -> np.ndarray:
     sx1, sy1, sx2, sy2 = (float(v) for v in square)
     scale = size / max(sx2 - sx1, 1e-6)
-    out = np.zeros((size, size, image.shape[2]), dtype=image.dtype)
+    out = np.zeros((size, size, channels), dtype=dtype)
     ix1, iy1 = max(0, int(np.floor(sx1))), max(0, int(np.floor(sy1)))
     ix2, iy2 = min(w, int(np.ceil(sx2))), min(h, int(np.ceil(sy2)))
     if ix2 <= ix1 or iy2 <= iy1:
@@ -50,7 +65,7 @@ def crop_square(image: np.ndarray, square: np.ndarray, size: int = 128) -> np.nd
     ox1, oy1 = min(max(0, ox1), size - 1), min(max(0, oy1), size - 1)
     if ox2 <= ox1 or oy2 <= oy1:
         return out
-    region = image[iy1:iy2, ix1:ix2]
+    region = take(ix1, iy1, ix2, iy2)
     size_out = (ox2 - ox1, oy2 - oy1)
     if scale < 0.5:
         # Large reductions (a 1,000 px athlete → 128 px): a bilinear pass to twice the
@@ -87,7 +102,6 @@ class CropPlugin(Plugin):
             tracks = frame.annotations.get("tracks", {})
             previous = self._last_box.get(frame.stream_id, {})
             crops: dict[int, Crop] = {}
-            prev_image = None
             for tid, track in tracks.items():
                 if not (track.is_athlete or o.all_tracks):
                     continue
@@ -96,10 +110,8 @@ class CropPlugin(Plugin):
                 union = box if prev is None else np.concatenate([np.minimum(box[:2], prev[:2]),
                                                                   np.maximum(box[2:], prev[2:])])
                 square = square_box(union, o.pad_frac, o.pad_min)
-                if prev_image is None:
-                    prev_image = frame.prev_rgb if frame.prev_rgb is not None else frame.rgb
-                crops[tid] = Crop(rgb=crop_square(frame.rgb, square, o.size),
-                                  prev_rgb=crop_square(prev_image, square, o.size), box=square)
+                crops[tid] = Crop(rgb=crop_frame_square(frame, square, o.size),
+                                  prev_rgb=crop_frame_square(frame, square, o.size, previous=True), box=square)
             self._last_box[frame.stream_id] = {tid: np.asarray(t.box, np.float32).copy() for tid, t in tracks.items()}
             frame.annotations["crop"] = crops
             frame.release_previous()

@@ -25,6 +25,11 @@ class Picture(Protocol):
     def rgb(self) -> np.ndarray: ...
 
 
+def _region(picture: Any, x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
+    region = getattr(picture, "region", None)
+    return region(x1, y1, x2, y2) if region is not None else picture.rgb()[y1:y2, x1:x2]
+
+
 class FramePixels:
     """Process-wide count of the frames whose pixels are alive (decoded or RGB), and bytes.
 
@@ -115,6 +120,27 @@ class Frame:
     def pixels_converted(self) -> bool:
         """Whether ``rgb`` exists as an array now (False while it is still a decoded picture)."""
         return self.__dict__.get("_rgb") is not None
+
+    @property
+    def has_previous(self) -> bool:
+        """Whether there is a previous frame (``prev_rgb`` would not be None), without converting it."""
+        return self.__dict__.get("_prev_rgb") is not None or self.__dict__.get("prev_picture") is not None
+
+    def rgb_region(self, x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
+        """``rgb[y1:y2, x1:x2]`` (inside the frame); converts only that region while the frame
+        is still a decoded picture (a source's pictures do, bit for bit; see sources._Lazy)."""
+        rgb = self.__dict__.get("_rgb")
+        if rgb is None and self.picture is not None:
+            return _region(self.picture, x1, y1, x2, y2)
+        return self.rgb[y1:y2, x1:x2]
+
+    def prev_rgb_region(self, x1: int, y1: int, x2: int, y2: int) -> np.ndarray | None:
+        """``prev_rgb[y1:y2, x1:x2]`` the same way (a 60 fps source's skipped previous frame is
+        converted only where its crop is); None without a previous frame."""
+        prev = self.__dict__.get("_prev_rgb")
+        if prev is None and self.__dict__.get("prev_picture") is not None:
+            return _region(self.prev_picture, x1, y1, x2, y2)
+        return prev[y1:y2, x1:x2] if prev is not None else None
 
     def release_previous(self) -> None:
         """Forget the previous frame's pixels (after the last stage that needs them: crop)."""

@@ -558,6 +558,31 @@ class _Lazy:
         frame = self.frame
         return sum(int(p.buffer_size) for p in frame.planes) if frame is not None else 0
 
+    def region(self, x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
+        """RGB of rows y1:y2, columns x1:x2 (upright, inside the picture), converting only that
+        region when the whole picture is not converted yet: the same pixels as ``rgb()[y1:y2,
+        x1:x2]`` (libswscale works pixel by pixel; the region starts on even rows and columns,
+        so 4:2:0 chroma lines up). Rotated or non-4:2:0 pictures convert whole."""
+        rgb = self._rgb
+        frame = self.frame
+        if rgb is not None or frame is None or self._turns or frame.format.name not in _REGION_FORMATS:
+            return self.rgb()[y1:y2, x1:x2]
+        h, w = self._shape
+        box = _even_box(x1, y1, x2, y2, w, h)
+        if box is None:
+            return self.rgb()[y1:y2, x1:x2]
+        ex1, ey1, ex2, ey2 = box
+        planes = [np.frombuffer(p, np.uint8).reshape(-1, p.line_size) for p in frame.planes[:3]]
+        rw, rh = ex2 - ex1, ey2 - ey1
+        packed = np.empty((rh * 3 // 2, rw), np.uint8)  # PyAV's yuv420p layout: Y, then U and V two lines a row
+        packed[:rh] = planes[0][ey1:ey2, ex1:ex2]
+        for k, plane in enumerate(planes[1:]):
+            packed[rh + k * rh // 4:rh + (k + 1) * rh // 4] = \
+                plane[ey1 // 2:ey2 // 2, ex1 // 2:ex2 // 2].reshape(rh // 4, rw)
+        sub = av.VideoFrame.from_ndarray(packed, format=frame.format.name)
+        sub.colorspace, sub.color_range = frame.colorspace, frame.color_range
+        return sub.to_ndarray(format="rgb24")[y1 - ey1:y2 - ey1, x1 - ex1:x2 - ex1]
+
     def rgb(self) -> np.ndarray:
         rgb = self._rgb
         if rgb is not None:
@@ -568,6 +593,23 @@ class _Lazy:
                 self._rgb = np.ascontiguousarray(np.rot90(rgb, self._turns)) if self._turns else rgb
                 self.frame = None  # the YUV frame goes back to FFmpeg's pool
             return self._rgb
+
+
+_REGION_FORMATS = ("yuv420p", "yuvj420p")
+
+
+def _even_box(x1: int, y1: int, x2: int, y2: int, w: int, h: int) -> tuple[int, int, int, int] | None:
+    """The region grown to even columns and a height of 4k rows (4:2:0 packing), inside w×h."""
+    ex1, ey1 = x1 & ~1, y1 & ~1
+    ex2 = min(w, x2 + (x2 & 1))
+    ey2 = min(h, y2 + (-(y2 - ey1)) % 4)
+    if (ex2 - ex1) % 2 or ex2 - ex1 < 2:
+        return None
+    while (ey2 - ey1) % 4 and ey1 >= 2:
+        ey1 -= 2
+    if (ey2 - ey1) % 4 or ey2 - ey1 < 4:
+        return None
+    return ex1, ey1, ex2, ey2
 
 
 def display_quarter_turns(frame) -> int:
