@@ -39,6 +39,7 @@ import numpy as np
 
 from plugins.model_pool import ModelPool
 from vpd_stream.errors import ConfigError, ModelError
+from vpd_stream.frame import Frame
 
 DETECTORS = ("blazepose", "hog", "onnx")
 ONNX_LAYOUTS = ("auto", "xyxy", "yolov8", "yolov5", "rtdetr")
@@ -330,9 +331,15 @@ class SlicedDetector:
         self.nms_iou = nms_iou
         self.calls = 0  # detector calls made (one per region)
 
-    def detect_regions(self, rgb: np.ndarray, regions: list[Region]) -> list[PersonDetection]:
-        h, w = rgb.shape[:2]
-        views = [rgb if r == (0, 0, w, h) else rgb[r[1]:r[3], r[0]:r[2]] for r in regions]
+    def detect_regions(self, rgb: np.ndarray | Frame, regions: list[Region]) -> list[PersonDetection]:
+        if isinstance(rgb, Frame):  # a frame: each region's pixels alone (a decoded frame converts just those)
+            frame = rgb
+            h, w = frame.height, frame.width
+            rgb = frame.rgb if (0, 0, w, h) in regions else np.empty((h, w, 0), np.uint8)
+            views = [rgb if r == (0, 0, w, h) else frame.rgb_region(*r) for r in regions]
+        else:
+            h, w = rgb.shape[:2]
+            views = [rgb if r == (0, 0, w, h) else rgb[r[1]:r[3], r[0]:r[2]] for r in regions]
         many = getattr(self.base, "detect_many", None)
         if many is not None:  # a DetectorPool: the regions side by side
             results = many(views)

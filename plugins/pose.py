@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from plugins.crop import crop_square, square_box
+from plugins.crop import crop_frame_square, square_box
 from plugins.model_pool import ModelPool, auto_workers
 from vpd_stream.annotations import Key, Pose
 from vpd_stream.errors import ConfigError, ModelError
@@ -169,7 +169,7 @@ class PosePlugin(Plugin):
 
     def _estimate(self, model: BlazePose | BlazePoseLandmarks, job: tuple) -> np.ndarray | None:
         frame, _, square = job  # frame.rgb may convert lazy pixels: here, in the worker (once per frame)
-        return model.estimate(crop_square(frame.rgb, square, self.options.input_size))
+        return model.estimate(crop_frame_square(frame, square, self.options.input_size))  # the square's pixels only
 
     def close(self) -> None:
         if self._models is not None:

@@ -270,7 +270,7 @@ class TrackerPlugin(Plugin):
             else:
                 if not isinstance(self._detector, SlicedDetector):
                     self._detector = SlicedDetector(self._detector)
-                found = self._detector.detect_regions(frame.rgb, regions)
+                found = self._detector.detect_regions(frame, regions)  # regions: converted alone (lazy frames)
                 found = _drop_cut_views_of_tracked(found, state.tracker.tracked_objects)
             detections = _detections(found)
             objects = state.tracker.update(detections, period=state.period, coord_transformations=transform)
@@ -279,7 +279,7 @@ class TrackerPlugin(Plugin):
                 # on the same frame, so the stream's first frame already reports people.
                 state.cold = False
                 regions = self._regions(state, frame, windows_only=True)
-                detections = _detections(self._detector.detect_regions(frame.rgb, regions))
+                detections = _detections(self._detector.detect_regions(frame, regions))
                 objects = state.tracker.update(detections, period=state.period)
             fed = {id(d) for d in detections}
             # A track counts as missed only where this pass looked at its scale.
