@@ -91,8 +91,9 @@ def test_bundled_model_recognizes_penn_action(data_dir) -> None:
         pytest.skip("bundled JMRN weights not trained yet")
     import json
 
-    from offline_train.jmrn.sides import penn_anatomical_keypoints, reads_anatomical_sides
+    from offline_train.jmrn.sides import reads_anatomical_sides
     from offline_train.penn_action import load_clip
+    from offline_train.recognition import penn_anatomical
 
     plugin = JmrnRecognizerPlugin()
     plugin.setup(PluginContext())
@@ -102,7 +103,7 @@ def test_bundled_model_recognizes_penn_action(data_dir) -> None:
     correct = 0
     for n, clip in enumerate(clips):
         stream = f"clip{n}"
-        poses = penn_anatomical_keypoints(clip.keypoints) if anatomical else clip.keypoints
+        poses = penn_anatomical(clip).keypoints if anatomical else clip.keypoints
         frames = _frames(poses, stream)
         for f, kp in zip(frames, poses):
             f.annotations["pose"][1] = Pose(kp, np.zeros(26, np.float32), 1.0)
@@ -148,7 +149,8 @@ def test_bundled_model_sees_the_heatmaps_it_was_trained_on(data_dir, tmp_path) -
     from dataclasses import asdict
 
     from offline_train.jmrn.evaluate import CPU_HEATMAP, load_penn_maps
-    from offline_train.jmrn.sides import penn_anatomical_keypoints, reads_anatomical_sides
+    from offline_train.jmrn.sides import reads_anatomical_sides
+    from offline_train.recognition import penn_anatomical
     from vpd_stream.skeleton import FLIP_PERM, MIN_JOINT_SCORE
 
     labels = data_dir / "penn_action" / "labels"
@@ -163,7 +165,7 @@ def test_bundled_model_sees_the_heatmaps_it_was_trained_on(data_dir, tmp_path) -
     clip = load_clip(sorted(labels.glob("*.mat"))[0])
     assert clip.clip_id == data.ids[0] and (clip.keypoints[..., 2] == 0).mean() > 0.05
     assert reads_anatomical_sides(json.loads(DEFAULT_WEIGHTS.with_suffix(".json").read_text()))
-    poses = penn_anatomical_keypoints(clip.keypoints)
+    poses = penn_anatomical(clip).keypoints
     frames = _frames(poses)
     for f, kp in zip(frames, poses):
         f.annotations["pose"][1] = Pose(kp, np.zeros(26, np.float32), 1.0)

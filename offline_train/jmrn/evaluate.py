@@ -201,7 +201,8 @@ def run_bigru(root: Path, data: PennMaps, out: Path, quick: bool, log: Callable[
     from ..features import get_feature_set
     from vpd_stream.heads.ensemble import predict_proba
     from ..recognition import TrainConfig as GruConfig, train_recognizer
-    from .sides import penn_anatomical_keypoints, reads_anatomical_sides
+    from ..recognition import penn_anatomical
+    from .sides import reads_anatomical_sides
 
     bundle = None
     if bigru_weights is not None:  # an already trained head (e.g. plugins/weights/penn_recognizer)
@@ -213,7 +214,7 @@ def run_bigru(root: Path, data: PennMaps, out: Path, quick: bool, log: Callable[
     fs = get_feature_set(bundle.meta.get("feature_set", "pose2d") if bundle is not None else "pose2d")
     clips = {c.clip_id: c for c in load_penn_action(root, limit=120 if quick else None)}
     if bundle is not None and reads_anatomical_sides(bundle.meta):  # a head for the person's own sides
-        clips = {k: replace(c, keypoints=penn_anatomical_keypoints(c.keypoints)) for k, c in clips.items()}
+        clips = {k: penn_anatomical(c) for k, c in clips.items()}
     seqs = [fs.extract(clips[i]) for i in data.ids]
     tr, te = np.flatnonzero(data.train), np.flatnonzero(~data.train)
     models: list[Callable]

@@ -6,7 +6,7 @@ Penn's heatmaps sees the stream's heatmaps with every left/right joint channel e
 ``vpd_stream.models.jmrn.permute_joints`` reorders the joint-indexed parameters so the
 converted model computes on anatomical heatmaps exactly what the trained one computed on
 Penn's (same Penn test figures; nothing retrained). The sidecar says ``penn_sides:
-anatomical``; Penn clips are fed to such a model with ``penn_anatomical`` keypoints.
+anatomical``; Penn clips are fed to such a model as ``recognition.penn_anatomical`` clips.
 
     python -m offline_train.jmrn.sides runs/jmrn15/weights/jmrn_full.safetensors plugins/weights/jmrn_default.safetensors
 """
@@ -15,16 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from vpd_stream.skeleton import FLIP_PERM
 
 ANATOMICAL = "anatomical"
-
-
-def penn_anatomical_keypoints(keypoints: np.ndarray) -> np.ndarray:
-    """(…, 13, C) Penn keypoints with the left/right joints exchanged to the person's own sides."""
-    return np.asarray(keypoints)[..., FLIP_PERM, :]
 
 
 def reads_anatomical_sides(meta: dict) -> bool:
