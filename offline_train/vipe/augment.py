@@ -70,7 +70,8 @@ def augment_poses(poses: np.ndarray, rng: np.random.Generator, cfg: PoseAugmentC
         mix = np.flatnonzero(rng.random(n) < cfg.mix_prob)
         if len(mix):
             donor = p[rng.integers(0, n, len(mix))]
-            p[np.ix_(mix, UPPER)] = donor[:, UPPER]
+            upper = np.array(UPPER)
+            p[np.ix_(mix, upper)] = donor[:, upper]
     if cfg.length_prob > 0:
         sel = rng.random(n) < cfg.length_prob
         for root, mid, end in LIMBS:
