@@ -150,7 +150,7 @@ def test_a_live_lane_over_its_bytes_drops_the_oldest() -> None:
     assert isinstance(items[-1], EndOfStream) and q.queued_bytes() == 0
 
 
-def test_default_budget_queues_ten_decoded_1080p_frames() -> None:
+def test_default_budget_queues_five_decoded_1080p_frames() -> None:
     yuv_1080p = 1920 * 1080 * 3 // 2
     q = FrameQueue(32)
     assert q.max_bytes == LANE_BYTES
@@ -158,7 +158,7 @@ def test_default_budget_queues_ten_decoded_1080p_frames() -> None:
     while not q._full("a", q._lane("a"), yuv_1080p):
         q.put(_Sized(yuv_1080p), lane="a")
         n += 1
-    assert n == LANE_BYTES // yuv_1080p == 10
+    assert n == LANE_BYTES // yuv_1080p == 5
 
 
 def test_frame_buffers_policy_is_glibc_mallopt() -> None:
@@ -267,3 +267,23 @@ def test_frames_let_go_of_pixels_after_the_last_stage_reading_them(tmp_path, sin
         assert held == [0] * 10 and all(f.rgb is None for f in sink.frames)
         assert all((f.width, f.height) == (96, 64) for f in sink.frames)  # still known
     assert all(isinstance(f.annotations["luma"], float) for f in sink.frames)
+
+
+@pytest.mark.parametrize("mb,expected", [(None, LANE_BYTES), (4, 4 << 20), (0, None)])
+def test_queue_mb_sets_every_queue_byte_budget(tmp_path, mb, expected) -> None:
+    from vpd_stream.config import config_from_dict
+    from vpd_stream.runner import build_pipeline
+
+    clip = make_clip(tmp_path / "c.mp4", frames=4, size=(64, 48), fps=25)
+    table = {"chain": ["framerecord"]} | ({"queue_mb": mb} if mb is not None else {})
+    pipeline = build_pipeline(config_from_dict({"pipeline": table}), [str(clip)], [_Keep(False)])
+    assert pipeline.queue_bytes == expected
+    assert pipeline.run().ok and all(q.max_bytes == expected for q in pipeline._queues)
+
+
+def test_queue_mb_must_be_a_size() -> None:
+    from vpd_stream.config import config_from_dict
+    from vpd_stream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="queue_mb"):
+        config_from_dict({"pipeline": {"queue_mb": -1}})

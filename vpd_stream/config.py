@@ -30,6 +30,7 @@ class PipelineConfig:
     device: str = "cpu"
     engine: str = "onnxruntime"
     queue_size: int = 32  # frames buffered per source and between stages
+    queue_mb: int = 16  # ... and at most this many MiB of pixels per source in each queue (0: frames only)
     model_dir: str | None = None
     stage_workers: int = 1  # replicas of each parallel-safe stage (pose, flow); 0 = one per core (at most 4)
 
@@ -113,6 +114,7 @@ def _one_of(choices: tuple[str, ...], fold_case: bool = False):
 VALUE_CHECKS: dict[tuple[str, str], Any] = {
     ("pipeline", "fps"): _fps_problem,
     ("pipeline", "queue_size"): _int_in(1, 100_000, "a number of frames"),
+    ("pipeline", "queue_mb"): _int_in(0, 1_000_000, "MiB of pixels per queue lane, 0 = count frames only"),
     ("pipeline", "stage_workers"): _int_in(0, 64, "a number of workers, 0 = one per core"),
     ("source", "live"): _one_of(LIVE_CHOICES),
     ("source", "open_timeout"): _positive_seconds,

@@ -29,7 +29,7 @@ from .errors import VpdError
 from .frame import EndOfStream, Frame
 from .metrics import Metrics
 from .plugin import Plugin, PluginContext, validate_chain, with_prefix
-from .queues import FrameQueue
+from .queues import LANE_BYTES, FrameQueue
 from .sources import VideoSource, redact_url
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class Pipeline:
         queue_size: int = 32,
         stall_timeout: float = 5.0,
         stage_workers: int | None = None,
+        queue_bytes: int | None = LANE_BYTES,
     ) -> None:
         validate_chain(plugins)
         self.sources = sources
@@ -89,6 +90,7 @@ class Pipeline:
         if self.context.metrics is None:
             self.context.metrics = self.metrics
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes  # pixels per lane of each queue (None: frames only)
         self.stall_timeout = stall_timeout
         # Replicas per parallel-safe stage: one per core (at most 4), 1 = every stage single.
         self.stage_workers = max(1, stage_workers if stage_workers is not None else min(os.cpu_count() or 1, 4))
@@ -115,9 +117,9 @@ class Pipeline:
             self._setup(plugin)  # models load here, before the first frame is decoded
         self._release_after = pixel_release_stage(self.plugins, self.sinks)
         m = self.metrics
-        self._queues = [FrameQueue(self.queue_size, self._depth_setter("ingest"))]
+        self._queues = [FrameQueue(self.queue_size, self._depth_setter("ingest"), self.queue_bytes)]
         for plugin in self.plugins:
-            self._queues.append(FrameQueue(self.queue_size, self._depth_setter(plugin.name)))
+            self._queues.append(FrameQueue(self.queue_size, self._depth_setter(plugin.name), self.queue_bytes))
         threads = [threading.Thread(target=self._source_loop, args=(s,), name=f"source:{s.stream_id}", daemon=True)
                    for s in self.sources]
         for i, plugin in enumerate(self.plugins):

@@ -7,7 +7,7 @@ gap record) move to the frame after it. Consumers take batches round-robin acros
 so one busy feed cannot starve the others.
 
 A lane is also full when the pixels its frames hold reach ``max_bytes`` (``LANE_BYTES``,
-32 MiB, by default; a lane always takes one frame however big): frames in flight are bounded
+16 MiB by default, ``[pipeline] queue_mb``; a lane always takes one frame however big): frames in flight are bounded
 in bytes, not only in count, so a 4K source queues a few frames where a 480p one queues
 ``capacity``. A frame's bytes are what it holds when queued (its decoded YUV picture, or its
 RGB array once converted; ``Frame.pixel_nbytes``).
@@ -25,7 +25,7 @@ from .frame import EndOfStream
 # feed's outage): when their frame is dropped they move to the next frame of the lane.
 GAP_KEY = "source_gap"  # a dict (lost_seconds, reason, reconnects) on the first frame after an outage
 CARRIED_MARKS = (GAP_KEY,)
-LANE_BYTES = 32 << 20  # pixels one lane may hold (a 1080p frame: 3.1 MB decoded, 6.2 MB RGB)
+LANE_BYTES = 16 << 20  # pixels one lane may hold (a 1080p frame: 3.1 MB decoded, 6.2 MB RGB)
 
 
 class FrameQueue:

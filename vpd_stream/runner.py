@@ -95,7 +95,8 @@ def build_pipeline(config: Config, sources: Sequence[str], sinks: Sinks, *, max_
                             model_dir=p.model_dir)
     built_sinks = list(sinks() if callable(sinks) else sinks)
     pipeline = Pipeline(video_sources, plugins, built_sinks, metrics, context, queue_size=p.queue_size,
-                        stall_timeout=config.source.stall_timeout, stage_workers=p.stage_workers or None)
+                        stall_timeout=config.source.stall_timeout, stage_workers=p.stage_workers or None,
+                        queue_bytes=(p.queue_mb << 20) or None)
     for source in video_sources:
         source.on_reconnect = lambda sid: metrics.label(metrics.reconnects, stream=sid).inc()
         source.on_reconnect_attempt = lambda sid: metrics.label(metrics.reconnect_attempts, stream=sid).inc()
