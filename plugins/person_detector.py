@@ -247,6 +247,10 @@ def _detect_pixels(detector: PersonDetector, pixels: Callable[[], np.ndarray]) -
     return detector.detect(np.ascontiguousarray(pixels()))
 
 
+def _detect_any(detector: PersonDetector, image: np.ndarray | Callable[[], np.ndarray]) -> list[PersonDetection]:
+    return _detect_pixels(detector, image) if callable(image) else _detect_view(detector, image)
+
+
 class DetectorPool:
     """Several instances of one person detector, run side by side (one thread each).
 
@@ -270,8 +274,9 @@ class DetectorPool:
     def detect(self, rgb: np.ndarray) -> list[PersonDetection]:
         return self.submit(rgb).result()
 
-    def detect_many(self, images: list[np.ndarray]) -> list[list[PersonDetection]]:
-        return self._pool.map(_detect_view, images)
+    def detect_many(self, images: list[np.ndarray | Callable[[], np.ndarray]]) -> list[list[PersonDetection]]:
+        """Each image (or what each callable returns, called in the worker), side by side; in order."""
+        return self._pool.map(_detect_any, images)
 
     def close(self) -> None:
         self._pool.close()
@@ -332,11 +337,11 @@ class SlicedDetector:
         self.calls = 0  # detector calls made (one per region)
 
     def detect_regions(self, rgb: np.ndarray | Frame, regions: list[Region]) -> list[PersonDetection]:
-        if isinstance(rgb, Frame):  # a frame: each region's pixels alone (a decoded frame converts just those)
-            frame = rgb
+        views: list[np.ndarray | Callable[[], np.ndarray]]
+        if isinstance(rgb, Frame):  # a frame: each region's pixels alone (a decoded frame converts just those),
+            frame = rgb  # made where the region is detected (in a pool's worker: side by side)
             h, w = frame.height, frame.width
-            rgb = frame.rgb if (0, 0, w, h) in regions else np.empty((h, w, 0), np.uint8)
-            views = [rgb if r == (0, 0, w, h) else frame.rgb_region(*r) for r in regions]
+            views = [(lambda: frame.rgb) if r == (0, 0, w, h) else (lambda r=r: frame.rgb_region(*r)) for r in regions]
         else:
             h, w = rgb.shape[:2]
             views = [rgb if r == (0, 0, w, h) else rgb[r[1]:r[3], r[0]:r[2]] for r in regions]
@@ -344,8 +349,7 @@ class SlicedDetector:
         if many is not None:  # a DetectorPool: the regions side by side
             results = many(views)
         else:
-            results = [self.base.detect(rgb) if view is rgb else self.base.detect(np.ascontiguousarray(view))
-                       for view in views]
+            results = [self.base.detect(np.ascontiguousarray(view() if callable(view) else view)) for view in views]
         found: list[PersonDetection] = []
         for (x1, y1, x2, y2), dets in zip(regions, results):
             if (x1, y1, x2, y2) != (0, 0, w, h):
