@@ -238,7 +238,7 @@ def train_default_detector(data, out, steps: int, folds: int, command: str, thre
     Trained on 30 sequences of concatenated official-train clips (seed 0), evaluated on 40
     sequences of test clips (seed 0, the detection benchmark's sequences). ``anatomical``:
     Penn's sides swapped to the person's own, as the stream's joints are
-    (``recognition.penn_anatomical``).
+    (``penn_action.penn_anatomical``).
     """
     from pathlib import Path
 
@@ -249,7 +249,7 @@ def train_default_detector(data, out, steps: int, folds: int, command: str, thre
     from .penn_action import load_penn_action
 
     fs = get_feature_set("pose2d")
-    from .recognition import penn_anatomical
+    from .penn_action import penn_anatomical
 
     clips = load_penn_action(data)
     if anatomical:

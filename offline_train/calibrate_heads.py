@@ -9,7 +9,7 @@
   5th percentile of the winning-class probability on the validation clips it got right.
 
 Both read Penn's clips with the sides the head was trained on (``penn_sides`` in its
-sidecar: "anatomical" = ``recognition.penn_anatomical``, else as labelled).
+sidecar: "anatomical" = ``penn_action.penn_anatomical``, else as labelled).
 
 Writes a calibrated copy (same tensors, the sidecar gains the calibration) so the committed
 defaults stay untouched: ``python -m offline_train.calibrate_heads --out DIR``.
@@ -27,7 +27,7 @@ from .sport_heads import UNKNOWN_PERCENTILE, choose_threshold
 
 def _sides(meta: dict, clips: list) -> list:
     """Penn's clips with the sides the head was trained on."""
-    from .recognition import penn_anatomical
+    from .penn_action import penn_anatomical
 
     return [penn_anatomical(c) for c in clips] if meta.get("penn_sides") == "anatomical" else clips
 

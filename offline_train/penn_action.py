@@ -5,12 +5,14 @@ are already in the COCO-13 order used everywhere in the project (head ~ nose).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vpd_stream.errors import InputError
+from vpd_stream.skeleton import FLIP_PERM
 
 CLASSES = (
     "baseball_pitch", "baseball_swing", "bench_press", "bowl", "clean_and_jerk",
@@ -30,6 +32,14 @@ class PennClip:
     train: bool  # official split
     keypoints: np.ndarray  # (T, 13, 3) float32: x, y in pixels, visibility as score
     fps: float
+
+
+def penn_anatomical(clip: PennClip) -> PennClip:
+    """The clip with its left/right joints swapped to the person's own sides.
+
+    Penn names left and right from the viewer (its "left shoulder" is left in the image in
+    front views); the stream's teacher names the person's own sides."""
+    return dataclasses.replace(clip, keypoints=np.asarray(clip.keypoints)[..., FLIP_PERM, :])
 
 
 def resample_indices(num_frames: int, source_fps: float, target_fps: float) -> np.ndarray:

@@ -8,7 +8,7 @@ camera, on 100 % of frames). A head trained on Penn's labels therefore sees the 
 poses with the sides exchanged. ``recognition.swap_input_sides`` permutes the first
 layer's input columns, so the converted head computes on anatomical joints exactly what the
 old head computed on Penn's (same Penn test figures, nothing retrained); new heads are
-trained on ``recognition.penn_anatomical`` clips instead.
+trained on ``penn_action.penn_anatomical`` clips instead.
 
     python -m offline_train.penn_sides --out DIR            # converted copies of the committed heads
     python -m offline_train.penn_sides --check plugins/weights  # their Penn test figures, anatomical sides
@@ -49,7 +49,7 @@ def penn_test(folder: Path, data: Path | None = None) -> dict:
     from .action_detection import SWING_CLASSES, activations, ap_table, concat_sequences
     from .features import get_feature_set
     from .penn_action import load_penn_action
-    from .recognition import penn_anatomical
+    from .penn_action import penn_anatomical
 
     clips = load_penn_action(data_folder(data, "penn_action", "Penn Action"))
     out = {}

@@ -31,13 +31,6 @@ from vpd_stream.models.heads import HeadConfig, Recognizer, pad_batch
 from vpd_stream.skeleton import FLIP_PERM, NUM_JOINTS
 
 
-def penn_anatomical(clip):
-    """The Penn Action clip with its left/right joints swapped to the person's own sides."""
-    import dataclasses
-
-    return dataclasses.replace(clip, keypoints=np.asarray(clip.keypoints)[..., FLIP_PERM, :])
-
-
 def feature_side_permutation() -> np.ndarray:
     """Index of each 26-d joint-feature column after the left/right joint names are swapped."""
     return np.stack([2 * FLIP_PERM, 2 * FLIP_PERM + 1], axis=1).reshape(-1)
@@ -209,7 +202,7 @@ def train_default_recognizer(data, out, epochs: int, arch: str, command: str,
     from vpd_stream.models.head_io import HeadBundle, save_heads
 
     from .features import STREAM_FEATURES, get_feature_set
-    from .penn_action import CLASSES, load_penn_action
+    from .penn_action import CLASSES, load_penn_action, penn_anatomical
 
     fs = get_feature_set(feature_set)
     cfg = cfg if cfg is not None else TrainConfig(epochs=epochs, arch=arch, augment=Augment() if augment else None)
@@ -233,6 +226,7 @@ def train_default_recognizer(data, out, epochs: int, arch: str, command: str,
     return info
 
 
+NNS_UNKNOWN_PERCENTILE = 95.0  # an index's `unknown_above`: this percentile of leave-one-out nearest costs
 SPAN_UNKNOWN_PERCENTILE = 50.0
 
 
@@ -250,12 +244,11 @@ def build_penn_nns_index(data, out, feature_set: str, command: str, anatomical: 
     from vpd_stream.models.nns_index import NnsIndex, save_nns_index
 
     from .features import STREAM_FEATURES, get_feature_set
-    from .penn_action import CLASSES, load_penn_action
+    from .penn_action import CLASSES, load_penn_action, penn_anatomical
 
     fs = get_feature_set(feature_set)
     from vpd_stream.heads.nns import flip_min_costs
 
-    from .sport_heads import NNS_UNKNOWN_PERCENTILE
 
     train = [penn_anatomical(c) if anatomical else c for c in load_penn_action(data) if c.train]
     seqs = [fs.extract(c) for c in train]

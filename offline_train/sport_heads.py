@@ -34,9 +34,9 @@ from .action_detection import (
     train_ensemble,
 )
 from .clip_dataset import Dataset
+from .recognition import NNS_UNKNOWN_PERCENTILE
 
 UNKNOWN_PERCENTILE = 5.0
-NNS_UNKNOWN_PERCENTILE = 95.0
 
 
 def head_meta(ds: Dataset, command: str) -> dict:

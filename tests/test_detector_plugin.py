@@ -144,7 +144,7 @@ def test_online_ap_matches_offline_on_penn_sequences(data_dir) -> None:
     from offline_train.action_detection import SWING_CLASSES, concat_sequences
     from offline_train.features import get_feature_set
     from offline_train.penn_action import load_penn_action
-    from offline_train.recognition import penn_anatomical
+    from offline_train.penn_action import penn_anatomical
 
     root = data_dir / "penn_action"
     if not (root / "labels").is_dir():

@@ -93,7 +93,7 @@ def test_bundled_model_recognizes_penn_action(data_dir) -> None:
 
     from offline_train.jmrn.sides import reads_anatomical_sides
     from offline_train.penn_action import load_clip
-    from offline_train.recognition import penn_anatomical
+    from offline_train.penn_action import penn_anatomical
 
     plugin = JmrnRecognizerPlugin()
     plugin.setup(PluginContext())
@@ -150,7 +150,7 @@ def test_bundled_model_sees_the_heatmaps_it_was_trained_on(data_dir, tmp_path) -
 
     from offline_train.jmrn.evaluate import CPU_HEATMAP, load_penn_maps
     from offline_train.jmrn.sides import reads_anatomical_sides
-    from offline_train.recognition import penn_anatomical
+    from offline_train.penn_action import penn_anatomical
     from vpd_stream.skeleton import FLIP_PERM, MIN_JOINT_SCORE
 
     labels = data_dir / "penn_action" / "labels"

@@ -132,7 +132,7 @@ def test_nns_index_command_and_plugin_on_penn_action(tmp_path, data_dir) -> None
     from offline_train.features import get_feature_set
     from vpd_stream.heads.nns import flip_min_costs, nns_predict
     from offline_train.penn_action import CLASSES, load_penn_action
-    from offline_train.recognition import penn_anatomical
+    from offline_train.penn_action import penn_anatomical
     from vpd_stream.models.nns_index import load_nns_index
 
     out = tmp_path / "penn_nns"

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from offline_train.recognition import feature_side_permutation, penn_anatomical, swap_input_sides
+from offline_train.penn_action import penn_anatomical
+from offline_train.recognition import feature_side_permutation, swap_input_sides
 from plugins.recognizer import DEFAULT_SPAN_INDEX, RecognizerPlugin
 from vpd_stream.annotations import Pose, Track
 from vpd_stream.errors import ConfigError

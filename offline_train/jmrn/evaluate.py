@@ -201,7 +201,7 @@ def run_bigru(root: Path, data: PennMaps, out: Path, quick: bool, log: Callable[
     from ..features import get_feature_set
     from vpd_stream.heads.ensemble import predict_proba
     from ..recognition import TrainConfig as GruConfig, train_recognizer
-    from ..recognition import penn_anatomical
+    from ..penn_action import penn_anatomical
     from .sides import reads_anatomical_sides
 
     bundle = None

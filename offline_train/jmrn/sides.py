@@ -6,7 +6,7 @@ Penn's heatmaps sees the stream's heatmaps with every left/right joint channel e
 ``vpd_stream.models.jmrn.permute_joints`` reorders the joint-indexed parameters so the
 converted model computes on anatomical heatmaps exactly what the trained one computed on
 Penn's (same Penn test figures; nothing retrained). The sidecar says ``penn_sides:
-anatomical``; Penn clips are fed to such a model as ``recognition.penn_anatomical`` clips.
+anatomical``; Penn clips are fed to such a model as ``penn_action.penn_anatomical`` clips.
 
     python -m offline_train.jmrn.sides runs/jmrn15/weights/jmrn_full.safetensors plugins/weights/jmrn_default.safetensors
 """

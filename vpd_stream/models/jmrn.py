@@ -156,10 +156,12 @@ def permute_joints(model: JMRN, perm) -> JMRN:
         t = getattr(bn, name)
         t.copy_(t[blocks(c)])
     for conv in (out.selector[0], out.classifier[0]):
-        conv.weight.copy_(conv.weight[:, blocks(d)])
+        w = conv.get_parameter("weight")
+        w.copy_(w[:, blocks(d)])
     lin = out.selector[-1]
-    lin.weight.copy_(lin.weight[torch.as_tensor(inv)])
-    lin.bias.copy_(lin.bias[torch.as_tensor(inv)])
+    for name in ("weight", "bias"):
+        t = lin.get_parameter(name)
+        t.copy_(t[torch.as_tensor(inv)])
     for t in out.projection.parameters():
         t.copy_(t[torch.as_tensor(inv)])
     return out.eval() if not model.training else out
