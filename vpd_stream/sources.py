@@ -537,13 +537,14 @@ class _Lazy:
     go, so a picture holds either the YUV frame or its RGB array, never both. It may be
     converted from any thread (a lock makes it happen once)."""
 
-    __slots__ = ("frame", "_rgb", "_lock", "_shape", "_turns")
+    __slots__ = ("frame", "_rgb", "_lock", "_shape", "_turns", "_region_area")
 
     def __init__(self, frame) -> None:
         self.frame = frame
         self._rgb: np.ndarray | None = None
         self._lock = threading.Lock()
         self._turns = display_quarter_turns(frame)
+        self._region_area = 0  # pixels converted region by region so far
         h, w = int(frame.height), int(frame.width)
         self._shape = (w, h) if self._turns % 2 else (h, w)
 
@@ -562,12 +563,19 @@ class _Lazy:
         """RGB of rows y1:y2, columns x1:x2 (upright, inside the picture), converting only that
         region when the whole picture is not converted yet: the same pixels as ``rgb()[y1:y2,
         x1:x2]`` (libswscale works pixel by pixel; the region starts on even rows and columns,
-        so 4:2:0 chroma lines up). Rotated or non-4:2:0 pictures convert whole."""
+        so 4:2:0 chroma lines up). Rotated or non-4:2:0 pictures convert whole, and so does a
+        picture asked for a region over a quarter of it, or for regions adding up to half of it
+        (a close view: the tracker's window, pose's square and the crops overlap; converting
+        them one by one would cost more than the whole frame once)."""
         rgb = self._rgb
         frame = self.frame
         if rgb is not None or frame is None or self._turns or frame.format.name not in _REGION_FORMATS:
             return self.rgb()[y1:y2, x1:x2]
         h, w = self._shape
+        area = max(0, x2 - x1) * max(0, y2 - y1)
+        if 4 * area > h * w or 2 * (self._region_area + area) > h * w:
+            return self.rgb()[y1:y2, x1:x2]
+        self._region_area += area
         box = _even_box(x1, y1, x2, y2, w, h)
         if box is None:
             return self.rgb()[y1:y2, x1:x2]
