@@ -89,7 +89,8 @@ def head_engines(path: str | Path, kind: str, *, backend: str = "onnxruntime", m
     if backend == "torch":
         return _torch_heads(path, kind, max_batch)
     members = 1 if kind == "detector" else int(meta.get("ensemble", 1))
-    paths = [cached_head_onnx(path, kind, member, meta["weights_sha256"], cache_root) for member in range(members)]
+    paths = [cached_head_onnx(path, kind, member, meta["weights_sha256"], cache_root, config)
+             for member in range(members)]
     engines: list[Engine] = [_ort_engine(p, kind, max_batch, path) for p in paths]
     return HeadEngines(engines, config, _public(meta), "onnxruntime", onnx_paths=paths)
 
@@ -145,17 +146,20 @@ def ensemble_engine(models: list[Any], max_batch: int = 64) -> Engine:
 # -- ONNX export and cache --------------------------------------------------------------------
 
 
-def head_onnx_path(kind: str, member: int, weights_sha256: str, cache_root: str | Path | None = None) -> Path:
+def head_onnx_path(kind: str, member: int, weights_sha256: str, cache_root: str | Path | None = None,
+                   config: dict[str, Any] | None = None) -> Path:
+    # The sidecar's configuration is part of the network: the same tensors under another
+    # configuration (a sidecar edited or mismatched) must be exported, and checked, anew.
     key = _short({"weights": weights_sha256, "kind": kind, "member": member, "opset": OPSET,
-                  "export": EXPORT_VERSION})
+                  "export": EXPORT_VERSION, "config": config})
     return cache_dir(cache_root) / "onnx" / f"head-{kind}-{weights_sha256[:12]}-m{member}-{key}.onnx"
 
 
 def cached_head_onnx(path: str | Path, kind: str, member: int, weights_sha256: str,
-                     cache_root: str | Path | None = None) -> Path:
+                     cache_root: str | Path | None = None, config: dict[str, Any] | None = None) -> Path:
     """The cached ONNX of one head (member), exported now if it is not there yet."""
     try:
-        out = head_onnx_path(kind, member, weights_sha256, cache_root)
+        out = head_onnx_path(kind, member, weights_sha256, cache_root, config)
     except OSError:  # no writable cache: export into a private temporary folder for this run
         out = Path(tempfile.mkdtemp(prefix="vpd-heads-")) / f"head-{kind}-m{member}.onnx"
     if out.is_file():

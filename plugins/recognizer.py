@@ -232,6 +232,10 @@ class RecognizerPlugin(Plugin):
             self.span_labels, self.span_classes = source.labels, source.classes
             bound_meta = source.meta
         self.span_above = float(bound_meta.get("span_unknown_above", bound_meta.get("unknown_above", float("inf"))))
+        # Load (or compile) numba's DTW now: the first span check mid-stream held the GIL for
+        # seconds while it did, stalling every other stage.
+        width = 2 * self.dim if self.carried_flip else self.dim
+        self._classify_spans([np.zeros((2, width), dtype=np.float32)])
 
     def _followed(self, frame: Frame) -> list[int]:
         tracks = frame.annotations.get("tracks") or {}

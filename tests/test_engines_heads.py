@@ -78,8 +78,21 @@ def test_export_is_cached_per_weights(tmp_path) -> None:
     other = head_engines(tmp_path / "other", "detector", cache_root=tmp_path / "cache").onnx_paths[0]
     assert again == first and first.stat().st_mtime_ns == stamp  # reused, not exported again
     assert other != first and other.is_file()
-    sha = read_head(tmp_path / "det", "detector")[1]["weights_sha256"]
-    assert first == head_onnx_path("detector", 0, sha, tmp_path / "cache")
+    config, meta = read_head(tmp_path / "det", "detector")
+    assert first == head_onnx_path("detector", 0, meta["weights_sha256"], tmp_path / "cache", config)
+
+
+def test_an_edited_sidecar_is_not_served_the_cached_export(tmp_path) -> None:
+    """Same tensors, another configuration: exported (and so checked) anew, not the old file."""
+    _save_recognizer(tmp_path / "rec", members=1)
+    first = head_engines(tmp_path / "rec", "recognizer", cache_root=tmp_path / "cache").onnx_paths[0]
+    side = tmp_path / "rec.json"
+    meta = json.loads(side.read_text())
+    meta["config"]["arch"] = "transformer"
+    side.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="unknown arch 'transformer'"):
+        head_engines(tmp_path / "rec", "recognizer", cache_root=tmp_path / "cache")
+    assert first.is_file()
 
 
 def test_damaged_cache_file_is_removed_with_one_clear_error(tmp_path) -> None:
