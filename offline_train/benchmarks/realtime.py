@@ -103,6 +103,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     timing = _Timing()
     t0 = time.perf_counter()
     config.pipeline.stage_workers = spec.get("workers", 1)
+    if spec.get("queue_mb") is not None:
+        config.pipeline.queue_mb = spec["queue_mb"]
     pipeline = build_pipeline(config, [spec["clip"]], [timing], max_frames=spec.get("max_frames"))
     summary = pipeline.run()
     whole = time.perf_counter() - t0
@@ -208,6 +210,8 @@ def rows(clips: list[Path], args, tmp: Path) -> list[tuple[str, str, dict]]:
         vpd_heads = {"detector": {"weights": heads["detector"]}, "recognizer": {"weights": heads["recognizer"]}}
         int8 = _int8_resnet34(tmp, cache)
     specs = specs_for(clips, args, vpd_heads, int8, cache)
+    for _, _, spec in specs:
+        spec["queue_mb"] = args.queue_mb
     out = []
     for clip, label, spec in specs:
         try:
@@ -258,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", default="1", help="stage_workers of the default-chain rows (0 = one per core)")
     ap.add_argument("--no-sequential", dest="sequential", action="store_false",
                     help="no default-chain row with the pools at 1 (the sequential path)")
+    ap.add_argument("--queue-mb", type=int, default=None,
+                    help="[pipeline] queue_mb of every row (default: the configuration's own)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per row")
     ap.add_argument("--out", help="also write the markdown here")
     args = ap.parse_args(argv)
