@@ -231,7 +231,7 @@ SPAN_UNKNOWN_PERCENTILE = 50.0
 
 
 def build_penn_nns_index(data, out, feature_set: str, command: str, anatomical: bool = True,
-                         dtype=np.float32):
+                         storage: str = "float32"):
     """Write the NNS index of Penn Action's official train clips (features at 25 fps).
 
     ``anatomical``: Penn's sides swapped to the person's own, as the stream's joints are.
@@ -239,8 +239,9 @@ def build_penn_nns_index(data, out, feature_set: str, command: str, anatomical: 
     leave-one-out nearest cost: an event the detector found is unknown beyond it) and the
     stricter ``span_unknown_above`` the recognizer's span events need (the median
     leave-one-out nearest cost of the clips it labels right: a span of a track is only an
-    event when it is as close to a training clip as a typical Penn clip is). ``dtype``:
-    float16 halves the file (the committed default index)."""
+    event when it is as close to a training clip as a typical Penn clip is). ``storage``:
+    the features on disk (``nns_index.STORAGE``; int8 for the committed default index, a
+    quarter of float32; the bounds are computed on the float32 features)."""
     from vpd_stream.models.nns_index import NnsIndex, save_nns_index
 
     from .features import STREAM_FEATURES, get_feature_set
@@ -271,4 +272,4 @@ def build_penn_nns_index(data, out, feature_set: str, command: str, anatomical: 
                                            "leave_one_out_top1": float(right.mean())},
                       "penn_sides": "anatomical" if anatomical else "as labelled",
                       "fps": 25.0, "dataset": "Penn Action official train split", "command": command})
-    return save_nns_index(out, index, dtype=dtype)
+    return save_nns_index(out, index, storage=storage)

@@ -74,7 +74,7 @@ def _plugin(tmp_path, rng: np.random.Generator, **options) -> tuple[RecognizerPl
     save_heads(tmp_path / "rec", HeadBundle(model.cfg, [model], {"classes": ["a", "b", "c"], "features": "pose"}))
     seqs = [np.cumsum(rng.normal(size=(int(rng.integers(30, 90)), 26)), 0).astype(np.float32) for _ in range(12)]
     save_nns_index(tmp_path / "idx", NnsIndex(seqs, np.arange(12) % 3, ["a", "b", "c"],
-                                              {"features": "pose", "span_unknown_above": 0.35}), dtype=np.float16)
+                                              {"features": "pose", "span_unknown_above": 0.35}), storage="int8")
     opts = {"weights": str(tmp_path / "rec"), "span_index": str(tmp_path / "idx"), "span_lengths": (30, 60),
             "span_stride": 10, "neighbours": 1, "span_vote": 1.0, **options}
     plugin = RecognizerPlugin(RecognizerPlugin.Options(**opts))
@@ -160,10 +160,24 @@ def test_event_class_must_be_one_the_detector_finds(tmp_path) -> None:
 
 def test_float16_index_reads_as_float32(tmp_path) -> None:
     seqs = [np.arange(26 * 4, dtype=np.float32).reshape(4, 26) / 7]
-    save_nns_index(tmp_path / "i", NnsIndex(seqs, np.array([0]), ["a"], {"features": "pose"}), dtype=np.float16)
+    save_nns_index(tmp_path / "i", NnsIndex(seqs, np.array([0]), ["a"], {"features": "pose"}), storage="float16")
     back = load_nns_index(tmp_path / "i")
     assert back.seqs[0].dtype == np.float32
     np.testing.assert_allclose(back.seqs[0], seqs[0], rtol=1e-3)
+
+
+def test_int8_index_reads_as_float32_within_half_a_step(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    seqs = [rng.normal(0, 0.2, (int(n), 26)).astype(np.float32) for n in (5, 9)]
+    flipped = [s[:, ::-1].copy() * 1.5 for s in seqs]
+    path = save_nns_index(tmp_path / "i", NnsIndex(seqs, np.array([0, 1]), ["a", "b"], {"features": "embedding"},
+                                                   flipped), storage="int8")
+    back = load_nns_index(tmp_path / "i")
+    scale = np.abs(np.concatenate(seqs + flipped)).max(0) / 127
+    for got, want in zip(back.seqs + back.flipped, seqs + flipped):
+        assert got.dtype == np.float32
+        assert np.all(np.abs(got - want) <= scale / 2 + 1e-7)
+    assert path.stat().st_size < 0.5 * sum(s.nbytes for s in seqs + flipped)
 
 
 def test_committed_span_index() -> None:

@@ -87,16 +87,14 @@ def train_detector(data: Path | None, out: Path | None, steps: int, folds: int, 
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="index path (NAME.safetensors + NAME.json); point the recognizer's `index` option at it")
 @click.option("--features", type=click.Choice(["pose2d", "pose2d_box", "pose2d_stale"]), default="pose2d_box", show_default=True)
-@click.option("--half", is_flag=True, help="store the features as float16 (half the file; the committed default)")
+@click.option("--storage", type=click.Choice(["float32", "float16", "int8"]), default="float32", show_default=True,
+              help="the features on disk (int8: a quarter of the file, the committed default index)")
 @threads_option()
-def train_nns_index(data: Path | None, out: Path, features: str, half: bool, threads: int) -> None:
+def train_nns_index(data: Path | None, out: Path, features: str, storage: str, threads: int) -> None:
     """NNS-DTW index of the Penn Action official train clips, for `recognizer` with method = "nns"
     and for its span events (`span_index`)."""
-    import numpy as np
-
     from ..recognition import build_penn_nns_index
 
     set_threads(threads)
-    path = build_penn_nns_index(_penn(data), out, features, command_line(),
-                                dtype=np.float16 if half else np.float32)
+    path = build_penn_nns_index(_penn(data), out, features, command_line(), storage=storage)
     click.echo(f"wrote {path} and {path.with_suffix('.json')}")

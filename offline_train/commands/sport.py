@@ -106,16 +106,17 @@ def train_detector(ctx, labels, store, poses, features, out, action, data, steps
               help="index path (NAME.safetensors + NAME.json); the recognizer's `index` option")
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="Penn Action folder (without --labels)")
 @click.option("--threads", type=int, default=1, show_default=True)
-@click.option("--half", is_flag=True, help="Penn Action index: store the features as float16 (the committed default)")
+@click.option("--storage", type=click.Choice(["float32", "float16", "int8"]), default="float32", show_default=True,
+              help="Penn Action index: the features on disk (int8 for the committed default)")
 @click.pass_context
-def train_nns_index(ctx, labels, store, poses, features, out, data, threads, half) -> None:
+def train_nns_index(ctx, labels, store, poses, features, out, data, threads, storage) -> None:
     """An NNS-DTW index of the labelled spans (or, without --labels, of Penn Action's train clips)."""
     set_threads(threads)
     if labels is None:  # the Penn Action index; --features names one of its feature sets (default: its own)
         from offline_train.commands import heads  # not `from .commands`: no cycle
 
         kwargs = {} if features == "pose" else {"features": features}
-        ctx.invoke(heads.train_nns_index, data=data, out=out, threads=threads, half=half, **kwargs)
+        ctx.invoke(heads.train_nns_index, data=data, out=out, threads=threads, storage=storage, **kwargs)
         return
     from ..sport_heads import build_nns_head
 
