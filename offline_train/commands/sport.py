@@ -41,6 +41,11 @@ def _dataset(labels: Path, store: str | None, poses: str | None, features: str):
     return load_dataset(labels, store=store, poses=poses, features=features)
 
 
+_penn_data_option = click.option("--data", type=click.Path(path_type=Path), default=None,
+                                 help="Penn Action folder (without --labels)")
+_threads_option = click.option("--threads", type=int, default=1, show_default=True)
+
+
 def _actions(text: str | None) -> set[str] | None:
     return {a.strip() for a in text.split(",") if a.strip()} if text else None
 
@@ -49,10 +54,10 @@ def _actions(text: str | None) -> set[str] | None:
 @_source_options
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="head path without suffix (default without --labels: plugins/weights/penn_recognizer)")
-@click.option("--data", type=click.Path(path_type=Path), default=None, help="Penn Action folder (without --labels)")
+@_penn_data_option
 @click.option("--epochs", type=int, default=20, show_default=True)
 @click.option("--arch", type=click.Choice(ARCHS), default="bigru")
-@click.option("--threads", type=int, default=1, show_default=True)
+@_threads_option
 @click.option("--augment", is_flag=True, help="Penn Action: teacher-like augmentation (joint noise, dropped joints, speed)")
 @click.pass_context
 def train_recognizer(ctx, labels, store, poses, features, out, data, epochs, arch, threads, augment) -> None:
@@ -77,10 +82,10 @@ def train_recognizer(ctx, labels, store, poses, features, out, data, epochs, arc
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="head path without suffix (default without --labels: plugins/weights/penn_swing_detector)")
 @click.option("--action", default=None, help="labels that are the action (comma-separated; default: every label)")
-@click.option("--data", type=click.Path(path_type=Path), default=None, help="Penn Action folder (without --labels)")
+@_penn_data_option
 @click.option("--steps", type=int, default=100, show_default=True)
 @click.option("--folds", type=int, default=5, show_default=True, help="ensemble size (k-fold cross-validation)")
-@click.option("--threads", type=int, default=1, show_default=True)
+@_threads_option
 @click.pass_context
 def train_detector(ctx, labels, store, poses, features, out, action, data, steps, folds, threads) -> None:
     """A detector of the labelled spans, its event threshold chosen on its validation folds."""
@@ -104,8 +109,8 @@ def train_detector(ctx, labels, store, poses, features, out, action, data, steps
 @_source_options
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True,
               help="index path (NAME.safetensors + NAME.json); the recognizer's `index` option")
-@click.option("--data", type=click.Path(path_type=Path), default=None, help="Penn Action folder (without --labels)")
-@click.option("--threads", type=int, default=1, show_default=True)
+@_penn_data_option
+@_threads_option
 @click.option("--storage", type=click.Choice(["float32", "float16", "int8"]), default="float32", show_default=True,
               help="Penn Action index: the features on disk (int8 for the committed default)")
 @click.pass_context
@@ -144,7 +149,7 @@ def train_nns_index(ctx, labels, store, poses, features, out, data, threads, sto
 @click.option("--epochs", type=int, default=20, show_default=True, help="recognition: BiGRU epochs")
 @click.option("--no-bigru", is_flag=True, help="recognition: NNS-DTW only")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None, help="the Markdown tables (and OUT.png, the plot)")
-@click.option("--threads", type=int, default=1, show_default=True)
+@_threads_option
 def eval_few_shot(labels, store, poses, features, task, ks, splits, folds, splits_file, action, steps, ensemble,
                   epochs, no_bigru, out, threads) -> None:
     """Few-shot tables per feature set and k: accuracy, AP at tIoU 0.3-0.7, or precision@k."""
