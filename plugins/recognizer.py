@@ -290,24 +290,13 @@ class RecognizerPlugin(Plugin):
 
     def _classify_spans(self, seqs: list[np.ndarray]) -> list[tuple[int, float, bool]]:
         """(class of span_index, vote share, unknown) per span: NNS-DTW with the strict span bound."""
-        from vpd_stream.heads.nns import exact_flip_min_costs, flip_min_costs
-
         if not seqs:
             return []
+        flipped = None
         if self.carried_flip:
             flipped = [q[:, self.dim:] for q in seqs]
             seqs = [q[:, :self.dim] for q in seqs]
-            if self.span_dtw_flipped is not None:
-                costs = exact_flip_min_costs(seqs, flipped, self.span_dtw, self.span_dtw_flipped)
-            else:
-                costs = flip_min_costs(seqs, self.span_dtw, None)
-        else:
-            costs = flip_min_costs(seqs, self.span_dtw, self.flip)
-        k = min(self.options.neighbours, costs.shape[1])
-        nearest = np.argsort(costs, axis=1, kind="stable")[:, :k]
-        best = self.span_labels[nearest[:, 0]]
-        vote = (self.span_labels[nearest] == best[:, None]).mean(1)
-        cost = costs[np.arange(len(best)), nearest[:, 0]]
+        best, vote, cost = self._nearest(seqs, flipped, self.span_dtw, self.span_dtw_flipped, self.span_labels)
         unknown = (cost > self.span_above) | (vote < self.options.span_vote - 1e-9)
         return [(int(c), float(p), bool(u)) for c, p, u in zip(best, vote, unknown)]
 
@@ -359,17 +348,23 @@ class RecognizerPlugin(Plugin):
         return best, score, score < self.unknown_below
 
     def _classify_nns(self, seqs: list[np.ndarray], flipped: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        best, vote, cost = self._nearest(seqs, flipped, self.dtw_index, self.dtw_index_flipped, self.index_labels)
+        return best, vote, cost > self.unknown_above
+
+    def _nearest(self, seqs: list[np.ndarray], flipped: list[np.ndarray] | None, dtw: Any, dtw_flipped: Any,
+                 labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per query: the nearest index sequence's class, the share of the ``neighbours``
+        nearest that agree with it, and the nearest DTW cost (every flip combination)."""
         from vpd_stream.heads.nns import exact_flip_min_costs, flip_min_costs
 
-        if flipped is not None:  # embeddings: their flip is no isometry, so all four combinations
-            costs = exact_flip_min_costs(seqs, flipped, self.dtw_index, self.dtw_index_flipped)
+        if flipped is not None and dtw_flipped is not None:  # embeddings: their flip is no isometry
+            costs = exact_flip_min_costs(seqs, flipped, dtw, dtw_flipped)
         else:
-            costs = flip_min_costs(seqs, self.dtw_index, self.flip)
+            costs = flip_min_costs(seqs, dtw, self.flip)
         k = min(self.options.neighbours, costs.shape[1])
         nearest = np.argsort(costs, axis=1, kind="stable")[:, :k]
-        best = self.index_labels[nearest[:, 0]]
-        unknown = costs[np.arange(len(best)), nearest[:, 0]] > self.unknown_above
-        return best, (self.index_labels[nearest] == best[:, None]).mean(1), unknown
+        best = labels[nearest[:, 0]]
+        return best, (labels[nearest] == best[:, None]).mean(1), costs[np.arange(len(best)), nearest[:, 0]]
 
     def _sequence(self, stream_id: str, ev: Event) -> np.ndarray | None:
         """The event's features frame by frame; gaps hold the last seen (or next) feature."""
