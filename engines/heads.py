@@ -10,8 +10,8 @@
   Runtime on the CPU (one thread, no spinning: the heads are small and the stages around them
   need the cores; no memory arena: a batch of many windows would keep its +115 MB). The ONNX
   is exported once per weights file and cached like the TensorRT
-  engines (``$VPD_CACHE_DIR/onnx/head-...``, keyed by the weights' sha256 and the exporter's
-  version). Exporting needs PyTorch: it runs in this process when torch is already loaded,
+  engines (``$VPD_CACHE_DIR/onnx/head-...``, keyed by the weights' sha256, the sidecar's
+  configuration and the exporter's version). Exporting needs PyTorch: it runs in this process when torch is already loaded,
   else in a child process (``python -m engines.heads``), so a run of the default chain never
   imports torch (about 190 MB of resident memory). Each export is checked against PyTorch on
   random sequences of several lengths before it is cached.
