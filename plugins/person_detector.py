@@ -87,6 +87,10 @@ class BlazePoseDetector:
 
     def __init__(self, min_score: float = 0.5, max_side: int = 640) -> None:
         from google.protobuf import text_format
+
+        from plugins.mediapipe_import import pose_solution
+
+        pose_solution()  # mediapipe without its package __init__ (39 MB less)
         from mediapipe.framework import calculator_pb2
         from mediapipe.python.solution_base import SolutionBase
 
