@@ -21,7 +21,7 @@ does not flicker; each track's frame record says why it is or is not an athlete.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import math
@@ -51,6 +51,7 @@ class _StreamState:
     per_pass: int = 1  # sweep regions visited per detection pass
     budget: float = 0.0  # sweep regions owed (fractional, when the sweep runs slower)
     cold: bool = False  # this pass swept the whole frame because nobody was followed
+    fruitless: dict[int, int] = field(default_factory=dict)  # fresh track (initializing_id) -> looks in a row that missed it
 
 
 class TrackerPlugin(Plugin):
@@ -78,6 +79,8 @@ class TrackerPlugin(Plugin):
         settled_scan_factor: int = 3  # while every athlete is well followed, the sweep runs this many times slower
         iou_threshold: float = 0.3  # least IoU for a detection to continue a track
         confirm_detections: int = 2  # 1: report a track from its first detection; 2: from its second
+        fresh_looks: int = 3  # a fresh (unconfirmed) track dies after this many looks in a row find nothing
+        # there (0: it coasts out its whole life, searched on every pass)
         keep_seconds: float = 1.0  # how long a track coasts on its Kalman prediction without detections
         camera_motion: bool = False  # compensate camera pans with norfair's MotionEstimator
         max_athletes: int = 1  # 1 for skating/diving/gymnastics, 2 for tennis singles
@@ -97,6 +100,8 @@ class TrackerPlugin(Plugin):
             raise ConfigError(f"[plugins.tracker] detector '{o.detector}' is unknown; use one of {', '.join(DETECTORS)}")
         if o.detect_every < 1 or o.keep_seconds <= 0 or o.max_athletes < 0:
             raise ConfigError("[plugins.tracker] detect_every must be ≥ 1, keep_seconds > 0, max_athletes ≥ 0")
+        if o.fresh_looks < 0:
+            raise ConfigError(f"[plugins.tracker] fresh_looks must be ≥ 0, got {o.fresh_looks}")
         if o.confirm_detections not in (1, 2):
             raise ConfigError(f"[plugins.tracker] confirm_detections must be 1 or 2, got {o.confirm_detections}")
         if not 0.0 < o.iou_threshold <= 1.0:
@@ -244,6 +249,25 @@ class TrackerPlugin(Plugin):
         least = 0.5 * min(heights) if heights else 0.0
         return [obj for obj in fresh if float(_box(obj.estimate)[3] - _box(obj.estimate)[1]) >= least]
 
+    def _drop_fruitless(self, state: _StreamState, regions: list[Region], fed: set[int]) -> None:
+        """Forget fresh tracks that ``fresh_looks`` looks in a row did not find again: a false
+        detection (a poster, part of a close-up athlete seen in a tile) would otherwise be
+        searched on every pass and between passes for its whole life, a detector call each
+        (lunge_cam01: two such tracks, 2.9 detector calls a frame where 1.2 follow the people).
+        A real person missed is found again by the sweep."""
+        fresh = [obj for obj in state.tracker.tracked_objects if obj.is_initializing]
+        looks = {obj.initializing_id: state.fruitless.get(obj.initializing_id, 0) for obj in fresh}
+        for obj in fresh:
+            if id(obj.last_detection) in fed:
+                looks[obj.initializing_id] = 0
+            elif any(region_sees(r, _box(obj.estimate), 0.08) for r in regions):
+                looks[obj.initializing_id] += 1
+        dead = {key for key, n in looks.items() if n >= self.options.fresh_looks}
+        if dead:
+            state.tracker.tracked_objects = [obj for obj in state.tracker.tracked_objects
+                                             if not (obj.is_initializing and obj.initializing_id in dead)]
+        state.fruitless = {key: n for key, n in looks.items() if key not in dead}
+
     def _settled(self, state: _StreamState) -> bool:
         """Every athlete slot is held by a track the detector keeps confirming."""
         sel = state.selector
@@ -285,6 +309,8 @@ class TrackerPlugin(Plugin):
             # A track counts as missed only where this pass looked at its scale.
             matched = {int(obj.id): id(obj.last_detection) in fed for obj in objects
                        if regions is None or any(region_sees(r, _box(obj.estimate), 0.08) for r in regions)}
+            if regions is not None and o.fresh_looks:
+                self._drop_fruitless(state, regions, fed)
         else:
             objects = state.tracker.update([], coord_transformations=transform)
             matched = None

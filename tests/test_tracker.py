@@ -231,3 +231,70 @@ def test_pedestrians_keep_identities_and_one_athlete(videos_dir):
     chosen = [a[0] for a in athletes if a]
     assert len(chosen) >= 0.8 * len(athletes)
     assert sum(1 for x, y in zip(chosen, chosen[1:]) if x != y) <= 1, chosen
+
+
+class _PeopleByContent:
+    """A stateless detector: one box per bright blob of the image (a person), so a region sees
+    exactly the people drawn inside it; counts its calls and the sizes of what it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def detect(self, rgb: np.ndarray) -> list[PersonDetection]:
+        import cv2
+
+        self.seen.append(rgb.shape[:2])
+        n, _, stats, _ = cv2.connectedComponentsWithStats((rgb[..., 0] > 200).astype(np.uint8))
+        return [PersonDetection(np.array([x, y, x + w, y + h], np.float32), 0.9) for x, y, w, h, _ in stats[1:n]]
+
+    def close(self) -> None:
+        pass
+
+
+def _scene(i: int, poster_frames: range) -> np.ndarray:
+    rgb = np.zeros((720, 1280, 3), np.uint8)
+    rgb[300:500, 600 + 2 * i:680 + 2 * i, 0] = 255  # the athlete, 200 px tall, walking right
+    if i in poster_frames:
+        rgb[100:220, 100:150, 0] = 255  # somebody (or something) else, seen on these frames only
+    return rgb
+
+
+@pytest.mark.parametrize("looks", [0, 3])
+def test_a_fresh_track_dies_after_fresh_looks_that_find_nothing(looks):
+    plugin = TrackerPlugin(TrackerPlugin.Options(tile=240, fresh_looks=looks))
+    detector = _PeopleByContent()
+    plugin._detector = detector
+    ids, blob, since = collections.Counter(), True, None
+    for i in range(40):
+        frame = Frame("s", i, i / 25, _scene(i, range(4, 40) if blob else range(0)))
+        plugin.process([frame])
+        ids.update(list(frame.annotations["tracks"]))
+        fresh = [o for o in plugin._streams["s"].tracker.tracked_objects if o.is_initializing]
+        if blob and fresh:  # the sweep found the second blob once: from now on it is gone
+            blob, since = False, len(detector.seen)
+    assert since is not None and list(ids) == [1] and ids[1] == 40  # the athlete alone, on every frame
+    windows = sum(1 for h, w in detector.seen[since:] if (h, w) == (300, 300))  # 2.5 × the blob's 120 px
+    if looks:
+        assert windows == looks  # searched around `looks` times in a row, then forgotten
+    else:
+        assert windows > 10  # searched on every pass for its whole life
+
+
+@pytest.mark.parametrize("looks", [2, 3])
+def test_a_fresh_track_found_again_within_fresh_looks_is_kept(looks):
+    plugin = TrackerPlugin(TrackerPlugin.Options(tile=240, fresh_looks=looks))
+    plugin._detector = _PeopleByContent()
+    found, confirmed = None, None
+    for i in range(40):
+        missed = found is not None and i in (found + 1, found + 2)  # the detector misses it twice
+        frame = Frame("s", i, i / 25, _scene(i, range(4, 40) if not missed else range(0)))
+        plugin.process([frame])
+        if found is None and any(o.is_initializing for o in plugin._streams["s"].tracker.tracked_objects):
+            found = i
+        if confirmed is None and len(frame.annotations["tracks"]) == 2:
+            confirmed = i
+    assert found is not None
+    if looks == 3:
+        assert confirmed is not None and confirmed <= found + 3  # two misses, fewer than fresh_looks
+    else:
+        assert confirmed is None or confirmed > found + 3  # forgotten after two; only a later sweep may find it
