@@ -287,3 +287,24 @@ def test_queue_mb_must_be_a_size() -> None:
 
     with pytest.raises(ConfigError, match="queue_mb"):
         config_from_dict({"pipeline": {"queue_mb": -1}})
+
+
+def test_a_batch_holds_at_most_the_byte_budget_of_rgb_pixels(tmp_path) -> None:
+    clip = make_clip(tmp_path / "b.mp4", frames=7, size=(160, 120), fps=25)
+    frames = list(VideoSource(str(clip), "b", target_fps=25.0).frames(threading.Event()))
+    rgb = 160 * 120 * 3
+    assert frames[0].rgb_nbytes == rgb and not frames[0].pixels_converted  # counted before converting
+    assert frames[1].rgb.nbytes == frames[1].rgb_nbytes == rgb
+    q = FrameQueue(32, max_bytes=int(2.5 * rgb))
+    for k, f in enumerate(frames[:5]):
+        q.put(f, lane=f"b{k}")  # one frame a lane (a lane always takes one): the batch takes across lanes
+    assert [len(q.get_batch(8, 0.0)) for _ in range(3)] == [2, 2, 1]  # the stage's 8 capped by the bytes
+    tiny = FrameQueue(32, max_bytes=10)
+    tiny.put(frames[5], lane="b")
+    assert len(tiny.get_batch(8, 0.0)) == 1  # one frame always, however big
+    for f in frames[5:]:
+        f.release_pixels()
+        assert f.rgb_nbytes == 0 and f.pixel_nbytes == 0
+        tiny.put(f, lane="b")  # nothing held: the lane's budget does not count them either
+    tiny.put(EndOfStream("b"), lane="b")
+    assert len(tiny.get_batch(8, 0.0)) == 3  # frames without pixels cost nothing; the marker closes it

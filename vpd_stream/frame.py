@@ -117,6 +117,18 @@ class Frame:
         return int(self.picture.nbytes) if self.picture is not None else 0
 
     @property
+    def rgb_nbytes(self) -> int:
+        """Bytes of this frame's RGB pixels, converted or not yet (a decoded picture converts on
+        first use); 0 once released. What a stage reading them holds at most."""
+        rgb = self.__dict__.get("_rgb")
+        if rgb is not None:
+            return int(rgb.nbytes)
+        if self.picture is None:
+            return 0
+        height, width = self.picture.shape
+        return 3 * int(height) * int(width)
+
+    @property
     def pixels_converted(self) -> bool:
         """Whether ``rgb`` exists as an array now (False while it is still a decoded picture)."""
         return self.__dict__.get("_rgb") is not None

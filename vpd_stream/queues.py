@@ -11,6 +11,14 @@ A lane is also full when the pixels its frames hold reach ``max_bytes`` (``LANE_
 in bytes, not only in count, so a 4K source queues a few frames where a 480p one queues
 ``capacity``. A frame's bytes are what it holds when queued (its decoded YUV picture, or its
 RGB array once converted; ``Frame.pixel_nbytes``).
+
+A batch is bounded the same way: ``get_batch`` stops before the frame that would take its
+frames' RGB size (``Frame.rgb_nbytes``: what a stage reading their pixels holds at most, a
+decoded picture converting on first use) over ``max_bytes``; a batch always takes one
+frame. A stage holds its whole batch until it passes it on, so on 1080p frames (6.2 MB
+RGB) the default 16 MiB gives batches of 2 where 480p ones keep the stage's batch size:
+lunge_cam01, default chain, peak RSS 702-704 MB with batches of 2, 726-729 MB with the
+stages' 4-8 (two runs each, AMD EPYC 2 cores; BENCHMARKS.md "Real time").
 """
 from __future__ import annotations
 
@@ -85,21 +93,28 @@ class FrameQueue:
     def get_batch(self, max_items: int, timeout: float, wait: float = 0.5) -> list[Any]:
         """Up to ``max_items`` items; waits up to ``wait`` for the first, then ``timeout`` to fill.
 
-        A batch never continues past an EndOfStream marker of the lane it came from.
+        A batch never continues past an EndOfStream marker of the lane it came from, nor
+        past ``max_bytes`` of its frames' RGB pixels (see the module docstring).
         """
         batch: list[Any] = []
+        held = 0  # RGB bytes of the frames taken
         with self._cond:
             if not self._size:
                 self._cond.wait(wait)
             deadline = time.monotonic() + timeout
             while len(batch) < max_items:
-                item = self._pop_round_robin()
-                if item is None:
+                lane = self._next_lane_with_items()
+                if lane is None:
                     remaining = deadline - time.monotonic()
                     if not batch or remaining <= 0:
                         break
                     self._cond.wait(remaining)
                     continue
+                nbytes = _rgb_nbytes(self._lanes[lane][0])
+                if batch and self.max_bytes is not None and held + nbytes > self.max_bytes:
+                    break
+                item = self._pop_round_robin()
+                held += nbytes
                 batch.append(item)
                 if isinstance(item, EndOfStream):
                     break
@@ -128,6 +143,15 @@ class FrameQueue:
             self._order.append(lane)
         return queue
 
+    def _next_lane_with_items(self) -> str | None:
+        """The lane ``_pop_round_robin`` takes from next (None: all empty)."""
+        n = len(self._order)
+        for i in range(n):
+            lane = self._order[(self._next_lane + i) % n]
+            if self._lanes[lane]:
+                return lane
+        return None
+
     def _pop_round_robin(self) -> Any | None:
         n = len(self._order)
         for i in range(n):
@@ -151,6 +175,11 @@ class FrameQueue:
 
 def _pixel_nbytes(item: Any) -> int:
     nbytes = getattr(item, "pixel_nbytes", 0)
+    return int(nbytes) if isinstance(nbytes, int) else 0
+
+
+def _rgb_nbytes(item: Any) -> int:
+    nbytes = getattr(item, "rgb_nbytes", 0)
     return int(nbytes) if isinstance(nbytes, int) else 0
 
 
