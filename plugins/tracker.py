@@ -32,6 +32,7 @@ import numpy as np
 from vpd_stream.annotations import Key, Track
 from plugins.athlete_selection import AthleteSelector, SelectionParams
 from plugins.model_pool import auto_workers
+from plugins.norfair_import import norfair
 from plugins.person_detector import (DETECTORS, ONNX_LAYOUTS, DetectorPool, PersonDetector, Region, SlicedDetector,
                                      box_iou, make_detector, region_sees, search_window, tile_grid)
 from vpd_stream.errors import ConfigError
@@ -128,7 +129,7 @@ class TrackerPlugin(Plugin):
         detectors = [make_detector(o.detector, min_score=o.min_score, max_side=side, onnx_model=o.onnx_model,
                                    device=context.device, onnx_layout=o.onnx_layout) for _ in range(workers)]
         self._detector = DetectorPool(detectors) if workers > 1 else detectors[0]
-        import norfair  # noqa: F401 - here, not on the first frame (it takes seconds)
+        norfair()  # here, not on the first frame (it takes seconds)
 
     def tile_side(self, width: int, height: int) -> int:
         """The tile side for a frame of this size (0: no tiling)."""
@@ -144,7 +145,7 @@ class TrackerPlugin(Plugin):
     def _state(self, frame: Frame) -> _StreamState:
         state = self._streams.get(frame.stream_id)
         if state is None:
-            from norfair import Tracker
+            Tracker = norfair().Tracker  # noqa: N806 - the class
 
             o = self.options
             # norfair's hit counter starts at `period`, gains 2·period per match (capped at
@@ -387,8 +388,7 @@ class PredictionOrLastBox:
 
 
 def _detections(found: list) -> list:
-    from norfair import Detection
-
+    Detection = norfair().Detection  # noqa: N806 - the class
     return [Detection(points=d.box.reshape(2, 2).astype(np.float64), data=d.score)
             for d in found if d.box[2] > d.box[0] and d.box[3] > d.box[1]]
 
