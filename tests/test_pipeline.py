@@ -189,3 +189,19 @@ def test_source_crash_message_hides_the_url_password():
     error = summary.streams[0].error
     assert "rtsp://admin:***@cam.local:554/live: decoding failed unexpectedly (RuntimeError: decoder bug)" in error
     assert "secret" not in error
+
+
+class SlowSetup(Counter):
+    name = "slow_setup"
+
+    def setup(self, context):
+        super().setup(context)
+        time.sleep(1.0)  # a model loading
+
+
+def test_a_streams_rate_counts_from_its_first_decode_not_the_models_setup(tmp_path):
+    path = make_clip(tmp_path / "a.mp4", frames=10)
+    summary = Pipeline(sources_for([path]), [SlowSetup()], [], queue_size=4).run()
+    stream = summary.streams[0]
+    assert stream.processed == 10
+    assert summary.seconds >= 1.0 > stream.seconds  # the run's seconds hold the setup, the stream's do not

@@ -51,7 +51,7 @@ class StreamSummary:
     stalls: int = 0
     events: int = 0
     error: str | None = None
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)  # reset when the stream starts decoding
     finished: float | None = None
 
     @property
@@ -192,6 +192,9 @@ class Pipeline:
         blocked = m.label(m.blocked, stream=sid)
         on_block = lambda b: blocked.set(1 if b else 0)  # noqa: E731 - made once per stream, not per frame
         eos = EndOfStream(sid)
+        # The stream's rate counts from its first decode: the models' setup, shared by every
+        # stream, is in the run's own seconds (a 42-frame clip read 16 fps with it, 25+ without).
+        summary.started = time.monotonic()
         try:
             for frame in source.frames(self.stop_event):
                 if self._abort.is_set():
