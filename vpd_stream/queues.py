@@ -17,8 +17,9 @@ frames' RGB size (``Frame.rgb_nbytes``: what a stage reading their pixels holds 
 decoded picture converting on first use) over ``max_bytes``; a batch always takes one
 frame. A stage holds its whole batch until it passes it on, so on 1080p frames (6.2 MB
 RGB) the default 16 MiB gives batches of 2 where 480p ones keep the stage's batch size:
-lunge_cam01, default chain, peak RSS 702-704 MB with batches of 2, 726-729 MB with the
-stages' 4-8 (two runs each, AMD EPYC 2 cores; BENCHMARKS.md "Real time").
+lunge_cam01, default chain, 1.15-1.19× real time at 173-177 % CPU and 680-682 MiB peak RSS
+with batches of 2, 0.96-1.12× at 159-165 % and 693-697 MiB with the stages' 4-8 (three
+alternating pairs, AMD EPYC 2 cores; BENCHMARKS.md "Session 5").
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class FrameQueue:
     def put(self, item: Any, lane: str = "", drop_oldest: bool = False,
             stop: threading.Event | None = None, on_block: Callable[[bool], None] | None = None) -> Any | None:
         """Queue ``item``; return the item dropped to make room, if any."""
-        nbytes = _pixel_nbytes(item)
+        nbytes = _nbytes(item, "pixel_nbytes")
         with self._cond:
             queue = self._lane(lane)
             dropped = None
@@ -110,7 +111,7 @@ class FrameQueue:
                         break
                     self._cond.wait(remaining)
                     continue
-                nbytes = _rgb_nbytes(self._lanes[lane][0])
+                nbytes = _nbytes(self._lanes[lane][0], "rgb_nbytes")
                 if batch and self.max_bytes is not None and held + nbytes > self.max_bytes:
                     break
                 item = self._pop_round_robin()
@@ -153,33 +154,27 @@ class FrameQueue:
         return None
 
     def _pop_round_robin(self) -> Any | None:
-        n = len(self._order)
-        for i in range(n):
-            lane = self._order[(self._next_lane + i) % n]
-            queue = self._lanes[lane]
-            if queue:
-                self._next_lane = (self._next_lane + i + 1) % n
-                item = queue.popleft()
-                self._size -= 1
-                size = self._sizes.pop(id(item), 0)
-                if size:
-                    self._bytes[lane] -= size
-                if not queue and isinstance(item, EndOfStream):
-                    del self._lanes[lane]
-                    self._bytes.pop(lane, None)
-                    self._order.remove(lane)
-                    self._next_lane = 0
-                return item
-        return None
+        lane = self._next_lane_with_items()
+        if lane is None:
+            return None
+        self._next_lane = (self._order.index(lane) + 1) % len(self._order)
+        queue = self._lanes[lane]
+        item = queue.popleft()
+        self._size -= 1
+        size = self._sizes.pop(id(item), 0)
+        if size:
+            self._bytes[lane] -= size
+        if not queue and isinstance(item, EndOfStream):
+            del self._lanes[lane]
+            self._bytes.pop(lane, None)
+            self._order.remove(lane)
+            self._next_lane = 0
+        return item
 
 
-def _pixel_nbytes(item: Any) -> int:
-    nbytes = getattr(item, "pixel_nbytes", 0)
-    return int(nbytes) if isinstance(nbytes, int) else 0
-
-
-def _rgb_nbytes(item: Any) -> int:
-    nbytes = getattr(item, "rgb_nbytes", 0)
+def _nbytes(item: Any, attribute: str) -> int:
+    """A frame's ``pixel_nbytes`` or ``rgb_nbytes``; 0 for markers and other items."""
+    nbytes = getattr(item, attribute, 0)
     return int(nbytes) if isinstance(nbytes, int) else 0
 
 
