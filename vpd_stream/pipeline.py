@@ -229,13 +229,7 @@ class Pipeline:
             frames = [it for it in items if isinstance(it, Frame)]
             try:
                 if frames:
-                    t0 = time.perf_counter()
-                    plugin.process(frames)
-                    duration.observe(time.perf_counter() - t0)
-                    batch_size.observe(len(frames))
-                    if index == self._release_after:  # no later stage or sink reads the pixels
-                        for frame in frames:
-                            frame.release_pixels()
+                    self._process(index, plugin, frames, duration, batch_size)
                 for it in items:
                     if isinstance(it, EndOfStream):
                         plugin.end_stream(it)
@@ -250,6 +244,17 @@ class Pipeline:
                 outbox.put(it, stop=self._abort)
                 if isinstance(it, EndOfStream):
                     open_streams -= 1
+
+    def _process(self, index: int, plugin: Plugin, frames: list[Frame], duration: Any, batch_size: Any) -> None:
+        """One batch through stage ``index`` (any of its replicas), timed; then the frames let
+        go of their pixels if no later stage or sink reads them."""
+        t0 = time.perf_counter()
+        plugin.process(frames)
+        duration.observe(time.perf_counter() - t0)
+        batch_size.observe(len(frames))
+        if index == self._release_after:
+            for frame in frames:
+                frame.release_pixels()
 
     def _sink_loop(self) -> None:
         inbox = self._queues[-1]
@@ -388,13 +393,7 @@ class _ParallelStage:
             frames = [it for it in items if isinstance(it, Frame)]
             try:
                 if frames:
-                    t0 = time.perf_counter()
-                    plugin.process(frames)
-                    self.duration.observe(time.perf_counter() - t0)
-                    self.batch_size.observe(len(frames))
-                    if self.index == p._release_after:
-                        for frame in frames:
-                            frame.release_pixels()
+                    p._process(self.index, plugin, frames, self.duration, self.batch_size)
             except VpdError as exc:
                 p._fail(with_prefix(name, str(exc)))
                 return
