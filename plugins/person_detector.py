@@ -243,16 +243,9 @@ class OnnxDetector:
         self._engine.close()
 
 
-def _detect_view(detector: PersonDetector, rgb: np.ndarray) -> list[PersonDetection]:
-    return detector.detect(np.ascontiguousarray(rgb))
-
-
-def _detect_pixels(detector: PersonDetector, pixels: Callable[[], np.ndarray]) -> list[PersonDetection]:
-    return detector.detect(np.ascontiguousarray(pixels()))
-
-
-def _detect_any(detector: PersonDetector, image: np.ndarray | Callable[[], np.ndarray]) -> list[PersonDetection]:
-    return _detect_pixels(detector, image) if callable(image) else _detect_view(detector, image)
+def _detect(detector: PersonDetector, image: np.ndarray | Callable[[], np.ndarray]) -> list[PersonDetection]:
+    """Detect on a view (copied contiguous here) or on what a callable returns (made here)."""
+    return detector.detect(np.ascontiguousarray(image() if callable(image) else image))
 
 
 class DetectorPool:
@@ -273,14 +266,14 @@ class DetectorPool:
     def submit(self, rgb: np.ndarray | Callable[[], np.ndarray]) -> Future:
         """Detect on ``rgb``, or on what ``rgb()`` returns, called in the worker (a frame's
         pixels converted there, side by side with the other detections)."""
-        return self._pool.submit(_detect_pixels if callable(rgb) else _detect_view, rgb)
+        return self._pool.submit(_detect, rgb)
 
     def detect(self, rgb: np.ndarray) -> list[PersonDetection]:
         return self.submit(rgb).result()
 
     def detect_many(self, images: list[np.ndarray | Callable[[], np.ndarray]]) -> list[list[PersonDetection]]:
         """Each image (or what each callable returns, called in the worker), side by side; in order."""
-        return self._pool.map(_detect_any, images)
+        return self._pool.map(_detect, images)
 
     def close(self) -> None:
         self._pool.close()
