@@ -136,14 +136,10 @@ class RecognizerPlugin(Plugin):
     def setup(self, context: PluginContext) -> None:
         super().setup(context)
         if self.options.method == "nns":
-            from vpd_stream.dtw import DtwIndex  # numba (about 50 MB): only for this method
-
             source = load_nns_index(self.options.index)
             meta, self.index_labels = source.meta, source.labels
             self.classes, self.dim = source.classes, source.dim
-            # Normalized and packed once, searched for every event (the raw sequences are not kept).
-            self.dtw_index = DtwIndex(source.seqs)
-            self.dtw_index_flipped = DtwIndex(source.flipped) if source.flipped is not None else None
+            self.dtw_index, self.dtw_index_flipped = _dtw_indexes(source)
         else:
             # Every network runs through engines/: ONNX Runtime, or the torch reference (--engine torch).
             heads = head_engines(self.options.weights or DEFAULT_RECOGNIZER, "recognizer", backend=context.engine,
@@ -220,15 +216,12 @@ class RecognizerPlugin(Plugin):
             path = o.span_index or (DEFAULT_SPAN_INDEX if not o.weights else "")
             if not path:
                 return  # a head of one's own: spans need an index on its features (span_index)
-            from vpd_stream.dtw import DtwIndex  # numba: only when spans or method "nns" search an index
-
             source = load_nns_index(path)
             check_head_features("recognizer span_index", path, source.meta, o.features, None)
             if source.dim != self.dim:
                 raise ConfigError(f"recognizer: span_index {path} holds {source.dim}-d features, the chain gives "
                                   f"{self.dim}-d; use an index built on these features")
-            self.span_dtw = DtwIndex(source.seqs)
-            self.span_dtw_flipped = DtwIndex(source.flipped) if source.flipped is not None else None
+            self.span_dtw, self.span_dtw_flipped = _dtw_indexes(source)
             self.span_labels, self.span_classes = source.labels, source.classes
             bound_meta = source.meta
         self.span_above = float(bound_meta.get("span_unknown_above", bound_meta.get("unknown_above", float("inf"))))
@@ -393,6 +386,14 @@ class RecognizerPlugin(Plugin):
     def describe(self, frame: Frame) -> dict[str, Any]:
         labels = frame.annotations.get("label")
         return {"tracks": {tid: {"label": lab} for tid, lab in labels.items()}} if labels else {}
+
+
+def _dtw_indexes(source: Any) -> tuple[Any, Any]:
+    """An NNS index's sequences (and flipped ones, if any) normalized and packed once for the
+    DTW search (the raw sequences are not kept). numba (about 100 MB) loads only here."""
+    from vpd_stream.dtw import DtwIndex
+
+    return DtwIndex(source.seqs), (DtwIndex(source.flipped) if source.flipped is not None else None)
 
 
 class _SpanTrack:
