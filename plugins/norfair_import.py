@@ -10,6 +10,7 @@ real class when a filter is made, and anything else asked of ``filterpy.kalman``
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from types import ModuleType
 from typing import Any
@@ -24,6 +25,7 @@ class KalmanFilterOnDemand:
         return finish("filterpy.kalman").KalmanFilter(*args, **kwargs)
 
 
+@functools.cache  # called per detection pass: the import machinery once
 def norfair() -> ModuleType:
     """The norfair package, filterpy's filters deferred."""
     defer("filterpy.kalman", {"KalmanFilter": KalmanFilterOnDemand})
