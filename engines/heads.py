@@ -243,7 +243,7 @@ def _ort_engine(onnx_path: Path, kind: str, max_batch: int, head: str | Path) ->
     try:
         engine: Engine = OnnxRuntimeEngine(onnx_path, max_batch=max_batch, threads=1, spin=False, arena=False)
     except ModelError:
-        # A damaged cache file (a full disk, a killed export): export it again, once.
+        # A damaged cache file (a full disk, a killed export): removed, so the next run exports it anew.
         onnx_path.unlink(missing_ok=True)
         raise ModelError(f"head {head}: the cached ONNX {onnx_path} could not be loaded and was removed; "
                          "run again to export it anew") from None
